@@ -1,0 +1,119 @@
+"""From a study's records to its tables, fits and convergence checks (no training here).
+
+The analysis notebook calls these; they read only the grid file and the records, so re-running
+the analysis never retrains. Conventions: x is D (``n_train``, training structures) for a data
+scan and N (``n_params``, trainable parameters incl. embeddings) for a parameter scan; L is the
+validation loss of the best-validation state (``val/loss``, dimensionless, see msl.targets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from msl import fit
+from msl import results as records
+from msl.grid import Grid
+
+AXIS_X = {"n_train": "n_train", "size": "n_params"}   # scanned parameter -> x of the fit
+X_LABEL = {"n_train": "D (training structures)", "n_params": "N (parameters)",
+           "flops": "C (training FLOPs)"}
+BUDGET_TOLERANCE = 0.05   # |L(2E) - L(E)| / L(E) below this counts as converged
+
+
+def table(grid: Grid) -> pd.DataFrame:
+    """One row per (cell, scan) with the numbers the book shows; records missing are dropped."""
+    by_id = {r["cell_id"]: r for r in records.load(grid.study_dir)}
+    rows = []
+    for cfg, scans in grid.cells():
+        rec = by_id.get(cfg.cell_id)
+        if rec is None:
+            continue
+        metrics = rec.get("metrics", {})
+        for scan in scans:
+            rows.append({
+                "scan": scan, "cell_id": cfg.cell_id, "status": rec["status"],
+                "model": rec["model"], "size": rec["size"], "n_params": rec.get("n_params"),
+                "n_train": rec["n_train"], "seed": rec["seed"], "epochs": rec["epochs"],
+                "steps": rec.get("steps"), "flops": rec.get("flops"),
+                "converged": rec.get("converged"), "wall_s": rec.get("wall_seconds"),
+                **{k: metrics.get(k, np.nan) for k in
+                   ("val/loss", "val/energy_mae", "val/forces_mae", "val/stress_mae",
+                    "test/loss", "test/energy_mae", "test/forces_mae", "test/stress_mae")},
+            })
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class ScanFit:
+    scan: str
+    x_name: str
+    x: np.ndarray           # distinct x values
+    y: np.ndarray           # mean val/loss over seeds
+    sigma: np.ndarray | None  # spread over seeds (None for a single seed)
+    result: object          # msl.fit.FitResult
+
+    @property
+    def alpha(self) -> tuple[float, float]:
+        return self.result.params["alpha"], self.result.stderr["alpha"]
+
+
+def scan_points(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss"):
+    """(x name, x, mean y, sigma or None) of one scan's ok runs, averaged over seeds."""
+    x_name = AXIS_X.get(grid.axis(scan), grid.axis(scan))
+    rows = df[(df.scan == scan) & (df.status == "ok")]
+    grouped = rows.groupby(x_name)[metric]
+    x = np.array(grouped.mean().index, dtype=float)
+    y = grouped.mean().to_numpy()
+    n_seeds = grouped.count().to_numpy()
+    sigma = grouped.std(ddof=1).to_numpy() if n_seeds.min() > 1 else None
+    return x_name, x, y, sigma
+
+
+def fit_scan(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss") -> ScanFit:
+    """L = (x0/x)^alpha fitted to one scan (weighted by the seed spread where there are seeds)."""
+    x_name, x, y, sigma = scan_points(df, grid, scan, metric)
+    if len(x) < 2:
+        raise ValueError(f"scan {scan!r} has {len(x)} finished point(s); a fit needs at least 2")
+    return ScanFit(scan, x_name, x, y, sigma, fit.power_law(x, y, sigma))
+
+
+def budget_check(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """For each scan with ``budget_check``: the loss at both ends of its axis with E and with
+    factor*E epochs, the relative change, and whether it is below ``BUDGET_TOLERANCE``."""
+    rows = []
+    for name, spec in grid.scans.items():
+        if not spec.get("budget_check"):
+            continue
+        axis = spec["axis"]
+        base = df[(df.scan == name) & (df.status == "ok")]
+        longer = df[(df.scan == f"{name}/budget") & (df.status == "ok")]
+        for end in (min(spec[axis]), max(spec[axis])):
+            for seed in sorted(base.seed.unique()):
+                a = base[(base[axis] == end) & (base.seed == seed)]
+                b = longer[(longer[axis] == end) & (longer.seed == seed)]
+                if a.empty or b.empty:
+                    continue
+                loss_a, loss_b = float(a["val/loss"].iloc[0]), float(b["val/loss"].iloc[0])
+                change = (loss_b - loss_a) / loss_a
+                rows.append({"scan": name, axis: end, "seed": seed,
+                             "epochs": int(a.epochs.iloc[0]), "val/loss": loss_a,
+                             "epochs (longer)": int(b.epochs.iloc[0]), "val/loss (longer)": loss_b,
+                             "relative change": change,
+                             "converged (<5%)": abs(change) < BUDGET_TOLERANCE})
+    return pd.DataFrame(rows)
+
+
+def fits_table(fits: dict[str, ScanFit]) -> pd.DataFrame:
+    """One row per scan: range, fitted exponent with its standard error, x0, points, AICc."""
+    rows = []
+    for name, f in fits.items():
+        r = f.result
+        rows.append({"scan": name, "x": X_LABEL.get(f.x_name, f.x_name),
+                     "range": f"{f.x.min():.3g} – {f.x.max():.3g}", "points": len(f.x),
+                     "alpha": r.params["alpha"], "± (1 s.e.)": r.stderr["alpha"],
+                     "x0": r.params["x0"], "AICc": r.aicc,
+                     "poorly determined": bool(r.poorly_determined)})
+    return pd.DataFrame(rows).set_index("scan")

@@ -1,0 +1,141 @@
+"""One grid cell, end to end: data -> subset -> graphs -> model -> training -> record.
+
+``notebooks/train.ipynb`` and ``msl train`` both call :func:`run`; the notebook only adds plots.
+Order of work: validate everything that can be checked before any compute (config, dataset size
+against the requested D), then train. A bad value stops the run with a ValueError naming it and
+writes nothing; an error during training writes a ``failed`` record (with the error) and re-raises.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from msl import data, graph
+from msl import results as records
+from msl.config import CellConfig
+from msl.models import build_model, count_params
+from msl.targets import Scales
+from msl.train import evaluate, resolve_device, train
+
+CONVERGED_TOLERANCE = 0.02  # see `converged`
+
+
+def data_dir() -> Path:
+    """Where generated datasets and caches live: ``$MSL_DATA_DIR``, else ``~/.cache/msl``."""
+    return Path(os.environ.get("MSL_DATA_DIR") or Path.home() / ".cache" / "msl")
+
+
+def dataset_path(cfg: CellConfig, progress: bool = True) -> Path:
+    """The file the cell reads: ``data_path`` if given, else the (cached) embedded EMT set."""
+    if cfg.data_path:
+        path = Path(cfg.data_path).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"data_path {cfg.data_path!r} does not exist")
+        return path
+    return data.embedded(cfg.pool_size, seed=cfg.data_seed, cache_dir=data_dir(), progress=progress)
+
+
+def check_pool(cfg: CellConfig, n_pool: int) -> None:
+    """D plus the validation and test sets must fit in the pool."""
+    need = cfg.n_train + cfg.n_val + cfg.n_test
+    if need > n_pool:
+        raise ValueError(f"n_train={cfg.n_train} + n_val={cfg.n_val} + n_test={cfg.n_test} = {need} "
+                         f"exceeds the {n_pool} structures in the dataset")
+
+
+def converged(history: list[dict], stopped_early: bool) -> bool:
+    """A run counts as converged if early stopping ended it, or if its best validation loss
+    improved by less than ``CONVERGED_TOLERANCE`` (relative) over the last quarter of its epochs.
+    The analysis adds a stronger check: the same cell with twice the budget (see msl.analysis)."""
+    if stopped_early:
+        return True
+    losses = np.minimum.accumulate([h["val/loss"] for h in history])
+    if len(losses) < 4:
+        return False
+    before = losses[int(0.75 * len(losses)) - 1]
+    return bool((before - losses[-1]) / before < CONVERGED_TOLERANCE)
+
+
+def run(cfg: CellConfig, progress: bool = True) -> dict:
+    """Train one cell and return its record (also written to ``record_dir`` if set)."""
+    cfg = cfg.with_id()
+    start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)  # fails early if CUDA is asked for but absent
+    path = dataset_path(cfg, progress)
+    structures = data.read(path)
+    check_pool(cfg, len(structures))
+    split = data.split(len(structures), cfg.n_val, cfg.n_test, seed=cfg.seed,
+                       split_seed=cfg.split_seed)
+    train_idx = split.train(cfg.n_train)
+    try:
+        record = _train_and_score(cfg, structures, split, train_idx, path, device, progress)
+    except Exception as err:  # recorded, then re-raised: the sweep and papermill see the failure
+        record = {**_header(cfg, path), "status": "failed",
+                  "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        _finish(cfg, record, start)
+        raise
+    return _finish(cfg, record, start)
+
+
+def _train_and_score(cfg, structures, split, train_idx, path, device, progress) -> dict:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(cfg.model, cfg.size)
+    train_set = structures.subset(train_idx)
+    model.fit_reference(train_set.numbers, train_set.n_atoms, train_set.energy)
+    scales = Scales.from_training(train_set.forces, train_set.stress, float(model.energy_scale))
+    graphs = graph.build(structures, model.cutoff, cache_dir=data_dir() / "graphs",
+                         key=Path(path).stem)
+    pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
+    result = train(model, pick(train_idx), pick(split.val), scales, cfg, progress=progress)
+    weights = {"energy": cfg.w_energy, "forces": cfg.w_forces, "stress": cfg.w_stress}
+    metrics = {}
+    if result.status == "ok":
+        metrics.update(evaluate(model, pick(split.val), scales, weights, cfg, "val", device))
+        metrics.update(evaluate(model, pick(split.test), scales, weights, cfg, "test", device))
+        _save_checkpoint(cfg, model)
+    return {
+        **_header(cfg, path), **count_params(model), "status": result.status,
+        "error": result.message or None, "metrics": metrics, "history": result.history,
+        "steps": result.steps, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "converged": result.status == "ok" and converged(result.history, result.stopped_early),
+        "flops": result.flops, "flops_per_atom": result.flops_per_atom,
+        "train_seconds": result.train_seconds,
+        "structures_per_second": result.structures_per_second,
+        "n_train_atoms": int(train_set.n_atoms.sum()),
+        "scales": {"energy_eV_per_atom": scales.energy, "forces_eV_per_A": scales.forces,
+                   "stress_eV_per_A3": scales.stress},
+        "loss_weights": weights, "device": str(device),
+    }
+
+
+def _header(cfg: CellConfig, path) -> dict:
+    return {"study": cfg.study, "cell_id": cfg.cell_id, "model": cfg.model, "size": cfg.size,
+            "n_train": cfg.n_train, "seed": cfg.seed, "epochs": cfg.epochs,
+            "dataset": str(path), "config": cfg.asdict()}
+
+
+def _save_checkpoint(cfg: CellConfig, model) -> None:
+    if cfg.record_dir:
+        folder = Path(cfg.record_dir).parent / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{cfg.cell_id}.pt.tmp"
+        torch.save({"model": cfg.model, "size": cfg.size, "state_dict": model.state_dict()}, tmp)
+        os.replace(tmp, folder / f"{cfg.cell_id}.pt")
+
+
+def _finish(cfg: CellConfig, record: dict, start: float) -> dict:
+    record["wall_seconds"] = time.perf_counter() - start
+    record.update(records.provenance())
+    if cfg.record_dir:
+        records.write(Path(cfg.record_dir) / f"{cfg.cell_id}.json", record)
+    return record

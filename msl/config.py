@@ -1,0 +1,127 @@
+"""The configuration of one training run (one grid cell): flat scalars, validated before any work.
+
+The parameters cell of ``notebooks/train.ipynb`` repeats these defaults literally (papermill needs
+literals); ``tests/test_notebooks.py`` checks that the two agree. ``msl train`` exposes every field
+as a command-line option. Defaults run on a laptop CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    # where the run belongs
+    study: str = "scratch"          # study name, recorded
+    cell_id: str = ""               # empty: derived from the other fields (stable hash)
+    record_dir: str = ""            # folder for the JSON record; empty: write no record
+    # data
+    data_path: str = ""             # .aselmdb file/folder, ASE .db or extxyz; empty: embedded EMT set
+    pool_size: int = 300            # embedded set only: structures generated (cached by size+seed)
+    data_seed: int = 0              # embedded set only: generation seed
+    n_val: int = 50                 # fixed validation structures
+    n_test: int = 50                # fixed test structures
+    split_seed: int = 0             # fixes val/test membership, independent of `seed`
+    n_train: int = 64               # D: training structures (nested prefix of one permutation)
+    # model
+    model: str = "optimetal2b"      # family name, a key of msl.models.MODELS
+    size: int = 0                   # rung of the family's size ladder
+    # optimisation
+    seed: int = 0                   # initialisation, training order and subset permutation
+    epochs: int = 3                 # passes over the D training structures
+    batch_size: int = 16            # structures per step
+    max_lr: float = 2e-3            # peak learning rate after linear warm-up, then cosine decay
+    warmup_frac: float = 0.05       # fraction of all steps spent warming up
+    min_lr_frac: float = 0.01       # final learning rate as a fraction of max_lr
+    weight_decay: float = 0.0       # AdamW decoupled weight decay
+    grad_clip: float = 10.0         # max global gradient norm; 0 disables clipping
+    patience: int = 0               # early stopping after this many epochs without improvement; 0: off
+    # loss: weights of the normalised energy, force and stress terms (msl.targets)
+    w_energy: float = 1.0
+    w_forces: float = 1.0
+    w_stress: float = 0.1
+    # execution
+    precision: str = "fp32"         # fp32 | bf16 | fp16 (mixed precision needs CUDA)
+    device: str = "cpu"             # cpu | cuda | cuda:N | auto
+    threads: int = 0                # torch CPU threads; 0: torch's default
+
+    def __post_init__(self):
+        validate(self)
+
+    def with_id(self) -> "CellConfig":
+        """This config with ``cell_id`` filled in (unchanged if already set)."""
+        return self if self.cell_id else dataclasses.replace(self, cell_id=cell_id(self.asdict()))
+
+    def asdict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+NAMES = tuple(f.name for f in fields(CellConfig))
+# fields that say where results go rather than what is computed; they do not enter the cell id
+_NOT_HASHED = ("study", "cell_id", "record_dir", "threads")
+
+
+def from_dict(values: dict) -> CellConfig:
+    """Build a config from a dict, rejecting unknown keys and values of the wrong type."""
+    unknown = sorted(set(values) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(NAMES)}")
+    types = {f.name: f.type for f in fields(CellConfig)}
+    clean = {}
+    for key, value in values.items():
+        clean[key] = _coerce(key, value, types[key])
+    return CellConfig(**clean)
+
+
+def _coerce(key, value, type_name):
+    kind = {"int": int, "float": float, "str": str}[type_name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"parameter {key}={value!r} must be of type {type_name}")
+    return value
+
+
+def cell_id(values: dict) -> str:
+    """Readable, stable id: model, size, D, seed and a hash of every field that shapes the run."""
+    hashed = {k: values[k] for k in sorted(values) if k not in _NOT_HASHED}
+    digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{values['model']}-s{values['size']}-d{values['n_train']}-seed{values['seed']}-{digest}"
+
+
+def validate(cfg: CellConfig) -> None:
+    """Raise ValueError naming the first bad value. Data-dependent checks live in msl.cell."""
+    from msl.models import check_size  # late import: msl.models imports torch
+
+    positive = {"n_train": cfg.n_train, "n_val": cfg.n_val, "n_test": cfg.n_test,
+                "epochs": cfg.epochs, "batch_size": cfg.batch_size, "pool_size": cfg.pool_size}
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{key} must be at least 1, got {value!r}")
+    if not cfg.max_lr > 0:
+        raise ValueError(f"max_lr must be positive, got {cfg.max_lr!r}")
+    for key in ("warmup_frac", "min_lr_frac"):
+        if not 0 <= getattr(cfg, key) <= 1:
+            raise ValueError(f"{key} must lie in [0, 1], got {getattr(cfg, key)!r}")
+    for key in ("weight_decay", "grad_clip", "patience", "threads", "w_energy", "w_forces",
+                "w_stress"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"{key} must not be negative, got {getattr(cfg, key)!r}")
+    if cfg.w_energy + cfg.w_forces + cfg.w_stress == 0:
+        raise ValueError("at least one of w_energy, w_forces, w_stress must be positive")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if cfg.precision != "fp32" and cfg.device == "cpu":
+        raise ValueError(f"precision {cfg.precision!r} needs a CUDA device; device is 'cpu'")
+    if not (cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:")):
+        raise ValueError(f"device {cfg.device!r} is not cpu, cuda, cuda:N or auto")
+    check_size(cfg.model, cfg.size)

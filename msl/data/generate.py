@@ -1,0 +1,344 @@
+"""The embedded dataset: EMT-labelled random alloy cells, sampled the way OMat24 was.
+
+No network is needed: ASE's EMT potential labels random fcc/bcc/hcp alloy cells of
+Al, Cu, Ag, Au, Ni, Pd, Pt with energy (eV), forces (eV/Å) and stress (eV/Å^3, ASE sign).
+The file is an ASE database in OMat24's own on-disk format (LMDB-backed ``.aselmdb``), so the
+default data and real OMat24 files go through the same reader (:func:`msl.data.read`).
+
+Recipe for candidate ``i`` (measured in ``research/data.md`` §1); every random draw comes from its
+own stream ``np.random.SeedSequence([seed, i])``, so the result does not depend on ``workers``:
+
+1. Cell: N is drawn uniformly over the feasible sizes in [4, 32]; then one of the diagonal
+   supercells (fcc primitive or cubic, bcc primitive or cubic, hcp) with exactly N atoms whose
+   repeats differ by at most a factor 3 (no needle-shaped cells).
+2. Composition: k ~ U{1..4} distinct elements, fractions ~ Dirichlet(1); each site's species
+   drawn i.i.d. Lattice constant by Vegard's law over the sites from the fcc reference values
+   (``ase.data.reference_states``); bcc and hcp get the same volume per atom as fcc.
+3. Strain: symmetric, its 6 independent components ~ N(0, 0.03); atoms move with the cell.
+4. Rattle: 70 % thermal, Gaussian σ = 0.05 Å·sqrt(T / 300 K) with T ~ U(300, 3000) K;
+   20 % large, σ ~ U(0.2, 0.35) Å; 10 % none.
+5. Filter: keep the structure only if d_min / d_nn ≥ 0.6 **and** max_atoms |F| ≤ 20 eV/Å, where
+   d_min is the shortest interatomic distance (periodic images included) and d_nn the ideal
+   nearest-neighbour distance of the unstrained lattice. Why: large rattles put atoms on top of
+   each other, where EMT gives forces up to thousands of eV/Å that no model should be asked to
+   fit and that would dominate a force loss. The distance test alone still leaves max|F| up to
+   155 eV/Å, so the force cap is what removes the outliers; the rule keeps about 87 % of
+   candidates. Candidates are taken in order of ``i`` until ``n_structures`` pass.
+
+Every row also stores ``data`` = {sid, candidate, lattice, rattle, rattle_sigma (Å),
+temperature (K, NaN unless thermal), d_nn (Å), d_min_ratio} for provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import platform
+import socket
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
+RECIPE = {                      # the sampling recipe; any change here invalidates cached datasets
+    "recipe_version": 1,
+    "min_atoms": 4,             # atoms per cell, inclusive range
+    "max_atoms": 32,
+    "max_repeat_ratio": 3,      # largest / smallest supercell repeat
+    "max_elements": 4,          # k ~ U{1..max_elements}
+    "strain_std": 0.03,         # std of each symmetric strain component
+    "rattle_p": [0.7, 0.2, 0.1],  # thermal, large, none
+    "thermal_sigma_300k": 0.05,   # Å at 300 K, scales as sqrt(T / 300 K)
+    "temperature_k": [300.0, 3000.0],
+    "large_sigma": [0.2, 0.35],   # Å
+    "min_distance_ratio": 0.6,    # keep d_min / d_nn >= this
+    "max_force": 20.0,            # eV/Å, keep max |F| <= this
+}
+_RATTLES = ("thermal", "large", "none")
+_LATTICES = {  # name: (structure, cubic, atoms in the cell, d_nn / a_fcc)
+    "fcc-primitive": ("fcc", False, 1, 2 ** -0.5),
+    "fcc-cubic": ("fcc", True, 4, 2 ** -0.5),
+    "bcc-primitive": ("bcc", False, 1, 2 ** (-1 / 3) * 3 ** 0.5 / 2),
+    "bcc-cubic": ("bcc", True, 2, 2 ** (-1 / 3) * 3 ** 0.5 / 2),
+    "hcp": ("hcp", False, 2, 2 ** -0.5),  # ideal c/a; same volume per atom as fcc
+}
+
+
+def _cell_options() -> dict[int, list[tuple[str, tuple[int, int, int]]]]:
+    """Feasible (lattice, repeats) for each atom count N, in a fixed order."""
+    options: dict[int, list] = {}
+    r = range(1, RECIPE["max_atoms"] + 1)
+    for name, (_, _, n_basis, _) in _LATTICES.items():
+        for reps in ((a, b, c) for a in r for b in r for c in r):
+            n = n_basis * reps[0] * reps[1] * reps[2]
+            if (RECIPE["min_atoms"] <= n <= RECIPE["max_atoms"]
+                    and max(reps) <= RECIPE["max_repeat_ratio"] * min(reps)):
+                options.setdefault(n, []).append((name, reps))
+    return dict(sorted(options.items()))
+
+
+_OPTIONS = _cell_options()
+
+
+def _build(rng: np.random.Generator, elements: tuple[str, ...]):
+    """Steps 1-4 of the recipe: an unlabelled structure and its provenance dict."""
+    from ase.build import bulk
+    from ase.data import atomic_numbers, reference_states
+
+    sizes = list(_OPTIONS)
+    n = sizes[rng.integers(len(sizes))]
+    name, reps = _OPTIONS[n][rng.integers(len(_OPTIONS[n]))]
+    structure, cubic, _, nn_per_a = _LATTICES[name]
+
+    k = int(rng.integers(1, min(RECIPE["max_elements"], len(elements)) + 1))
+    chosen = rng.choice(len(elements), size=k, replace=False)
+    fractions = rng.dirichlet(np.ones(k))
+    species = [elements[j] for j in chosen[rng.choice(k, size=n, p=fractions)]]
+    a_fcc = float(np.mean([reference_states[atomic_numbers[s]]["a"] for s in species]))
+    d_nn = a_fcc * nn_per_a
+    lattice_a = {"fcc": a_fcc, "bcc": a_fcc * 2 ** (-1 / 3), "hcp": d_nn}[structure]
+    atoms = bulk("X", structure, a=lattice_a, cubic=cubic).repeat(reps)
+    atoms.set_chemical_symbols(species)
+
+    e = rng.normal(0.0, RECIPE["strain_std"], 6)  # Voigt order xx yy zz yz xz xy
+    strain = np.array([[e[0], e[5], e[4]], [e[5], e[1], e[3]], [e[4], e[3], e[2]]])
+    atoms.set_cell(atoms.cell[:] @ (np.eye(3) + strain), scale_atoms=True)
+
+    rattle = _RATTLES[rng.choice(3, p=RECIPE["rattle_p"])]
+    temperature, sigma = float("nan"), 0.0
+    if rattle == "thermal":
+        temperature = float(rng.uniform(*RECIPE["temperature_k"]))
+        sigma = RECIPE["thermal_sigma_300k"] * math.sqrt(temperature / 300.0)
+    elif rattle == "large":
+        sigma = float(rng.uniform(*RECIPE["large_sigma"]))
+    atoms.positions += rng.normal(0.0, sigma, (n, 3))
+    info = {"lattice": name, "rattle": rattle, "rattle_sigma": sigma,
+            "temperature": temperature, "d_nn": d_nn}
+    return atoms, info
+
+
+def min_distance(atoms, cutoff: float) -> float:
+    """Shortest interatomic distance in Å, periodic images included; ``cutoff`` if none shorter."""
+    from matscipy.neighbours import neighbour_list
+
+    d = neighbour_list("d", atoms, cutoff)
+    return float(d.min()) if len(d) else float(cutoff)
+
+
+def candidate(seed: int, i: int, elements=ELEMENTS):
+    """Build, filter and label candidate ``i``: ``(status, payload)``.
+
+    ``status`` is ``"ok"`` (payload: dict of arrays and provenance), ``"distance"`` or ``"force"``
+    (rejected by the filter; payload None).
+    """
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+    atoms, info = _build(rng, tuple(elements))
+    info["d_min_ratio"] = min_distance(atoms, 1.5 * info["d_nn"]) / info["d_nn"]
+    if info["d_min_ratio"] < RECIPE["min_distance_ratio"]:
+        return "distance", None
+    atoms.calc = EMT()
+    forces = atoms.get_forces()
+    if np.linalg.norm(forces, axis=1).max() > RECIPE["max_force"]:
+        return "force", None
+    return "ok", {
+        "numbers": atoms.numbers, "positions": atoms.positions, "cell": atoms.cell[:],
+        "energy": float(atoms.get_potential_energy()), "forces": forces,
+        "stress": atoms.get_stress(voigt=False), "info": {"candidate": i, **info},
+    }
+
+
+def _candidate_star(args):
+    return candidate(*args)
+
+
+def _context():
+    """fork where available: unlike spawn, it does not re-run an unguarded ``__main__`` script
+    in every worker (which would hang), and it starts in milliseconds."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _accepted(n_structures: int, seed: int, elements, workers: int, tally: dict):
+    """Yield the payloads of accepted candidates in order of i until ``n_structures`` passed."""
+    pool = _context().Pool(workers) if workers > 1 else None
+    try:
+        start, n_ok = 0, 0
+        while n_ok < n_structures:
+            block = int((n_structures - n_ok) / 0.85) + 4 * workers  # ~87 % pass the filter
+            tasks = ((seed, i, tuple(elements)) for i in range(start, start + block))
+            chunk = max(1, min(16, block // (8 * workers)))
+            results = pool.imap(_candidate_star, tasks, chunk) if pool else map(_candidate_star, tasks)
+            for status, payload in results:
+                tally[status] = tally.get(status, 0) + 1
+                if status == "ok":
+                    n_ok += 1
+                    yield payload
+                    if n_ok == n_structures:
+                        return
+            start += block
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _write_rows(db, payloads, seed: int) -> int:
+    """Write accepted payloads to an open ASE database; return the total number of atoms."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    n_atoms = 0
+    for p in payloads:
+        atoms = Atoms(numbers=p["numbers"], positions=p["positions"], cell=p["cell"], pbc=True)
+        atoms.calc = SinglePointCalculator(atoms, energy=p["energy"], forces=p["forces"],
+                                           stress=p["stress"].reshape(3, 3))
+        db.write(atoms, data={"sid": f"emt-alloys-seed{seed}-{p['info']['candidate']}", **p["info"]})
+        n_atoms += len(atoms)
+    return n_atoms
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("msl", "ase", "numpy", "matscipy", "lmdb"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _settings(n_structures: int, seed: int, elements) -> dict:
+    return {"generator": "msl.data.generate", "n_structures": int(n_structures),
+            "seed": int(seed), "elements": list(elements), **RECIPE}
+
+
+def _temp_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp"
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temp files of killed generations of ``path`` on this host (their pid is gone)."""
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f".{path.name}.{host}.*.tmp*"):
+        pid = tmp.name[len(f".{path.name}.{host}."):].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = _temp_name(path)
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
+             elements=ELEMENTS, progress: bool = True) -> Path:
+    """Generate ``n_structures`` EMT-labelled alloys (recipe and filter: module docstring).
+
+    Writes an ASE database ``path`` (``.aselmdb``, OMat24's format) and a sidecar
+    ``<path>.json`` with the settings, counts, throughput and package versions. The output depends
+    only on ``(n_structures, seed, elements)``, not on ``workers`` (processes; default
+    ``os.cpu_count()``). The database is written to a temp file in the same folder and renamed,
+    so an interrupted run never leaves a partial file at ``path``. Returns ``path``.
+    """
+    from ase.db import connect
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    if n_structures < 1:
+        raise ValueError(f"n_structures must be >= 1, got {n_structures}")
+    unknown = [e for e in elements if e not in ELEMENTS]
+    if unknown or not elements:
+        raise ValueError(f"elements {unknown or list(elements)} not supported; EMT has {ELEMENTS}")
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    tmp, tally, t0 = _temp_name(path), {}, time.perf_counter()
+    bar = tqdm(total=n_structures, desc=f"EMT alloys ({workers} workers)", unit="structure",
+               disable=not progress)
+    try:
+        def counted(payloads):
+            for p in payloads:
+                bar.update()
+                yield p
+
+        with connect(tmp, type="aselmdb", append=False) as db:
+            n_atoms = _write_rows(db, counted(_accepted(n_structures, seed, elements, workers, tally)),
+                                  seed)
+        os.replace(tmp, path)
+    finally:
+        bar.close()
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}-lock").unlink(missing_ok=True)  # LMDB's lock file
+        Path(f"{path}-lock").unlink(missing_ok=True)
+    wall = time.perf_counter() - t0
+    n_candidates = sum(tally.values())
+    _write_json(Path(f"{path}.json"), {
+        "settings": _settings(n_structures, seed, elements), "n_structures": n_structures,
+        "n_atoms_total": n_atoms, "n_candidates": n_candidates,
+        "rejected": {"distance": tally.get("distance", 0), "force": tally.get("force", 0)},
+        "acceptance": n_structures / n_candidates, "file_bytes": path.stat().st_size,
+        "workers": workers, "wall_s": round(wall, 3),
+        "structures_per_s": round(n_structures / wall, 2), "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return path
+
+
+def sidecar_matches(path, settings: dict) -> bool:
+    """True if ``path`` and its sidecar exist, the settings agree and the file size is as written."""
+    path, side = Path(path), Path(f"{path}.json")
+    try:
+        meta = json.loads(side.read_text())
+        return meta["settings"] == settings and meta["file_bytes"] == path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """Exclusive advisory lock (POSIX flock) so that parallel callers generate a file once."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, atomic rename still keeps the file whole
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def embedded(n_structures: int, seed: int = 0, workers: int | None = None,
+             cache_dir="data", progress: bool = True) -> Path:
+    """The default dataset ``<cache_dir>/emt-alloys-n{n}-seed{seed}.aselmdb``, generated once.
+
+    If the file exists and its sidecar records the same settings (recipe included), nothing is
+    generated and the call returns at once. Parallel callers wait on a lock file
+    ``.<name>.lock`` in ``cache_dir`` (left in place: removing a lock file races), so the
+    dataset is generated once. ``cache_dir`` is relative to the working directory.
+    """
+    path = Path(cache_dir) / f"emt-alloys-n{int(n_structures)}-seed{int(seed)}.aselmdb"
+    settings = _settings(n_structures, seed, ELEMENTS)
+    if sidecar_matches(path, settings):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(path.parent / f".{path.name}.lock"):
+        if not sidecar_matches(path, settings):  # another process may have made it meanwhile
+            generate(path, n_structures, seed=seed, workers=workers, progress=progress)
+    return path

@@ -1,0 +1,191 @@
+"""Read a dataset file (or a folder of them) into :class:`Structures`, with an ``.npz`` cache.
+
+Supported sources:
+
+* ``.aselmdb`` (OMat24's LMDB-backed ASE database, and the embedded dataset) and any ASE
+  database ``.db``: read through fairchem-core's ``AseDBDataset.get_atoms``, the same code path
+  fairchem uses for OMat24, so the default data and real OMat24 files are read identically;
+* a folder: every ``*.aselmdb`` and ``*.db`` file in it (not recursive, hidden files skipped),
+  sorted by name and concatenated in that order;
+* ``.extxyz`` / ``.xyz`` (MPtrj, Alexandria exports): ``ase.io.read(path, index=":")``;
+  labels are taken from the calculator ASE attaches (``energy``, ``forces``, ``stress`` keys);
+* ``.npz`` written by :meth:`Structures.save`.
+
+A label a structure does not carry is NaN (energy [eV], forces [eV/Å], stress [eV/Å^3]);
+losses and metrics must mask NaN targets. Stress given as a Voigt 6-vector is expanded to 3×3.
+
+Cache: the arrays are saved as ``.npz`` in ``cache_dir`` (default ``.msl-cache`` beside the
+data file or folder) under a key made of the absolute path, size and modification time of every
+source file. A cached read imports neither fairchem (~10 s) nor torch. If the cache folder cannot
+be written (read-only data), a warning is issued and the data are simply not cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from msl.data.structures import Structures
+
+DB_SUFFIXES = (".aselmdb", ".db")
+XYZ_SUFFIXES = (".extxyz", ".xyz")
+SUPPORTED = DB_SUFFIXES + XYZ_SUFFIXES + (".npz", "a folder of .aselmdb/.db files")
+_CACHE_FORMAT = 1  # bump when the reader's output changes
+
+
+def read(path, cache_dir=None) -> Structures:
+    """Load ``path`` (a file or folder, see the module docstring) as :class:`Structures`.
+
+    Raises ``FileNotFoundError`` if ``path`` does not exist, ``ValueError`` naming the path for
+    an unsupported extension, an unreadable or corrupt file, or a dataset with no structures.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"dataset not found: {path}")
+    if path.suffix == ".npz":
+        return Structures.load(path)
+    sources = _sources(path)
+    cache = _cache_file(path, sources, cache_dir)
+    if cache.exists():
+        try:
+            return Structures.load(cache)
+        except ValueError:
+            pass  # a damaged cache entry is rebuilt below
+    parts = [_read_one(src) for src in sources]
+    data = _concatenate(parts) if len(parts) > 1 else parts[0]
+    try:
+        data.save(cache)
+    except OSError as e:
+        warnings.warn(f"could not cache {path} in {cache.parent}: {e}", stacklevel=2)
+    return data
+
+
+def _sources(path: Path) -> list[Path]:
+    """The data files behind ``path``; ``ValueError`` if unsupported or an empty folder."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix in DB_SUFFIXES and not p.name.startswith("."))
+        if not files:
+            raise ValueError(f"folder {path} holds no {' or '.join(DB_SUFFIXES)} files")
+        return files
+    if path.suffix not in DB_SUFFIXES + XYZ_SUFFIXES:
+        raise ValueError(
+            f"unsupported dataset file {path} (extension {path.suffix!r}); "
+            f"supported: {', '.join(SUPPORTED)}"
+        )
+    return [path]
+
+
+def _cache_file(path: Path, sources: list[Path], cache_dir) -> Path:
+    """Cache location keyed by format version and (absolute path, size, mtime) of every source."""
+    key = [f"msl-read-v{_CACHE_FORMAT}"]
+    for src in sources:
+        st = src.stat()
+        key.append(f"{src}|{st.st_size}|{st.st_mtime_ns}")
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else path.parent / ".msl-cache"
+    return folder / f"{path.name}-{digest}.npz"
+
+
+def _read_one(src: Path) -> Structures:
+    """Read one data file; any failure becomes ``ValueError`` naming the file and the reason."""
+    try:
+        atoms_list = _ase_db_atoms(src) if src.suffix in DB_SUFFIXES else _xyz_atoms(src)
+    except Exception as e:
+        if _is_empty_message(e):
+            raise ValueError(f"dataset {src} is empty: it holds no structures") from e
+        raise ValueError(f"cannot read dataset {src}: {type(e).__name__}: {e}") from e
+    if not atoms_list:
+        raise ValueError(f"dataset {src} is empty: it holds no structures")
+    return from_atoms(atoms_list)
+
+
+def _is_empty_message(e: Exception) -> bool:
+    return isinstance(e, ValueError) and "No valid ase data found" in str(e)
+
+
+def _ase_db_atoms(src: Path) -> list:
+    """All rows of an ASE database through fairchem's ``AseDBDataset`` (imported here: ~10 s)."""
+    from fairchem.core.datasets import AseDBDataset
+    from tqdm.auto import tqdm
+
+    _check_sqlite(src) if src.suffix == ".db" else _check_lmdb(src)
+    dataset = AseDBDataset(config={"src": str(src)})
+    if len(dataset.dbs) == 0:  # fairchem skips a file it cannot connect to, silently
+        raise ValueError("not an ASE database")
+    n = len(dataset)
+    return [dataset.get_atoms(i) for i in tqdm(range(n), desc=f"reading {src.name}",
+                                               unit="structure", disable=n < 10_000)]
+
+
+def _check_lmdb(src: Path) -> None:
+    """Open the LMDB file once ourselves: a corrupt file fails here with LMDB's own reason,
+    instead of inside the ASE backend, whose destructor then raises a second error."""
+    import lmdb
+
+    lmdb.open(str(src), subdir=False, readonly=True, lock=False).close()
+
+
+def _check_sqlite(src: Path) -> None:
+    """``ase.db.connect`` would happily create tables in a non-database file; refuse instead."""
+    with open(src, "rb") as f:
+        head = f.read(16)
+    if head and head != b"SQLite format 3\x00":
+        raise ValueError("not an SQLite file (bad header)")
+
+
+def _xyz_atoms(src: Path) -> list:
+    from ase.io import read as ase_read
+
+    return ase_read(src, index=":")
+
+
+def _label(atoms, name: str):
+    """A calculator result, or None if the structure does not carry it."""
+    calc = atoms.calc
+    if calc is None:
+        return None
+    value = calc.results.get(name)
+    if value is None and name == "energy":
+        value = calc.results.get("free_energy")
+    return value
+
+
+def _stress33(stress) -> np.ndarray:
+    s = np.asarray(stress, dtype=float)
+    if s.shape == (6,):  # Voigt xx yy zz yz xz xy
+        s = np.array([[s[0], s[5], s[4]], [s[5], s[1], s[3]], [s[4], s[3], s[2]]])
+    return s.reshape(3, 3)
+
+
+def from_atoms(atoms_list) -> Structures:
+    """Pack ``ase.Atoms`` (labels from their calculators; NaN where missing) into Structures."""
+    n = len(atoms_list)
+    energy = np.full(n, np.nan)
+    stress = np.full((n, 3, 3), np.nan)
+    forces = []
+    for i, atoms in enumerate(atoms_list):
+        e, f, s = (_label(atoms, k) for k in ("energy", "forces", "stress"))
+        if e is not None:
+            energy[i] = float(e)
+        if s is not None:
+            stress[i] = _stress33(s)
+        forces.append(np.full((len(atoms), 3), np.nan) if f is None else np.asarray(f, float))
+    return Structures(
+        numbers=np.concatenate([a.numbers for a in atoms_list]),
+        positions=np.concatenate([a.positions for a in atoms_list]),
+        cells=np.stack([a.cell[:] for a in atoms_list]),
+        pbc=np.stack([a.pbc for a in atoms_list]),
+        n_atoms=[len(a) for a in atoms_list], energy=energy,
+        forces=np.concatenate(forces), stress=stress,
+    )
+
+
+def _concatenate(parts: list[Structures]) -> Structures:
+    return Structures(**{
+        name: np.concatenate([getattr(p, name) for p in parts])
+        for name in ("numbers", "positions", "cells", "pbc", "n_atoms", "energy", "forces", "stress")
+    })

@@ -1,0 +1,221 @@
+"""``FitResult``: what a fit returns, how it prints, predicts and bootstraps itself."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+COND_LIMIT = 1e8  # cond(J) with unit-norm columns; cond(J^T J) = 1e16 is double precision's end
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """One fitted law.
+
+    ``params``/``stderr`` map public parameter names to floats (stderr: one standard error, from
+    the Jacobian covariance, or from the bootstrap for Huber fits); ``cov`` is the covariance of the
+    public parameters in the order of ``params`` (None where it could not be computed); ``ci`` maps
+    names to (lo, hi) bootstrap percentile intervals after ``bootstrap()``. ``aicc`` uses the
+    unweighted linear-space residual sum of squares ``rss`` (see ``msl.fit.select.aicc``);
+    ``loss`` is the minimised objective in the fit's own residual space. ``poorly_determined`` is
+    True, with ``reason``, when the data do not pin the parameters down.
+    """
+
+    form: str
+    params: dict
+    stderr: dict
+    cov: np.ndarray | None
+    aicc: float
+    rss: float
+    loss: float
+    n_points: int
+    poorly_determined: bool
+    reason: str
+    converged: bool
+    space: str
+    n_starts: int = 0
+    n_near_best: int = 0
+    cond: float = math.inf
+    ci: dict | None = None
+    level: float | None = None
+    boot: np.ndarray | None = field(default=None, repr=False)
+    extra: dict = field(default_factory=dict)
+    _form: object = field(default=None, repr=False, compare=False)
+    _theta: np.ndarray = field(default=None, repr=False, compare=False)
+    _X: np.ndarray = field(default=None, repr=False, compare=False)
+    _y: np.ndarray = field(default=None, repr=False, compare=False)
+    _sigma: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _options: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, *, form, theta, cov_internal, cond, loss, converged, rss, X, y, sigma,
+              options, n_starts, n_near_best):
+        from msl.fit.select import aicc as aicc_of
+
+        pub = form.to_public(theta)
+        cov = None if cov_internal is None else _to_public_cov(form, theta, cov_internal)
+        stderr = _stderr(form.params, cov)
+        reasons = diagnose(form, theta, pub, cov, cond, converged, X)
+        return cls(form=form.name, params=dict(zip(form.params, map(float, pub))),
+                   stderr=stderr, cov=cov, aicc=aicc_of(rss, y.size, form.n_params), rss=rss,
+                   loss=float(loss), n_points=int(y.size), poorly_determined=bool(reasons),
+                   reason="; ".join(reasons), converged=bool(converged), space=options["space"],
+                   n_starts=n_starts, n_near_best=n_near_best, cond=float(cond), _form=form,
+                   _theta=np.asarray(theta, float), _X=X, _y=y, _sigma=sigma, _options=options)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    def predict(self, *x) -> np.ndarray:
+        """Predicted loss at ``x`` (1D forms) or at ``(n_params, n_train)`` (2D forms)."""
+        arrays = np.broadcast_arrays(*[np.asarray(v, float) for v in x])
+        X = np.column_stack([a.ravel() for a in arrays])
+        return self._form.predict(self._theta, X).reshape(arrays[0].shape)
+
+    def band(self, *x, level: float = 0.95):
+        """(lo, hi) pointwise ``level`` band of the prediction at ``x``, or None.
+
+        From the bootstrap refits when ``bootstrap()`` was run (percentiles of their predictions),
+        otherwise from the covariance by the delta method (normal quantile).
+        """
+        arrays = np.broadcast_arrays(*[np.asarray(v, float) for v in x])
+        X = np.column_stack([a.ravel() for a in arrays])
+        shape = arrays[0].shape
+        q = (1 - level) / 2
+        if self.boot is not None:
+            internal = np.where(self._form.log_params, np.log(np.abs(self.boot)), self.boot)
+            preds = np.array([self._form.predict(th, X) for th in internal])
+            lo, hi = np.nanpercentile(preds, [100 * q, 100 * (1 - q)], axis=0)
+            return lo.reshape(shape), hi.reshape(shape)
+        if self.cov is None:
+            return None
+        from scipy.stats import norm
+
+        d = np.where(self._form.log_params, np.asarray(list(self.params.values())), 1.0)
+        cov_int = self.cov / np.outer(d, d)
+        with np.errstate(all="ignore"):
+            out, jac = self._form.model(self._theta[None], X, True)
+        pred, jac = (np.exp(out[0]), jac[0] * np.exp(out[0])) if self._form.log_output else (
+            out[0], jac[0])
+        se = np.sqrt(np.einsum("pn,pq,qn->n", jac, cov_int, jac))
+        z = norm.ppf(1 - q)
+        return (pred - z * se).reshape(shape), (pred + z * se).reshape(shape)
+
+    def bootstrap(self, n: int = 1000, seed: int = 0, level: float = 0.95,
+                  groups=None) -> "FitResult":
+        """A copy with ``level`` percentile intervals ``ci`` from ``n`` resamples of whole runs.
+
+        ``groups`` labels points that belong to one run (e.g. checkpoints of one training run) so
+        that they are drawn together. Huber fits also take ``cov``/``stderr`` from the bootstrap
+        (as Besiroglu et al. did). Deterministic for a given ``seed``; no global random state.
+        """
+        from msl.fit.core import bootstrap_thetas
+
+        thetas = bootstrap_thetas(self, n, seed, groups)
+        pub = self._form.to_public(thetas)
+        pub = pub[np.all(np.isfinite(pub), axis=1)]
+        if pub.shape[0] < 2:
+            raise RuntimeError(f"{self.form}: fewer than 2 bootstrap refits succeeded")
+        q = 100 * np.array([(1 - level) / 2, (1 + level) / 2])
+        bounds = np.percentile(pub, q, axis=0)
+        ci = {k: (float(bounds[0, j]), float(bounds[1, j])) for j, k in enumerate(self.params)}
+        changes = dict(ci=ci, level=level, boot=pub,
+                       extra={**self.extra, "n_boot_ok": int(pub.shape[0]), "n_boot": n})
+        if self._options.get("delta") is not None:
+            cov = np.cov(pub.T)
+            reasons = diagnose(self._form, self._theta, self._form.to_public(self._theta), cov,
+                               self.cond, self.converged, self._X, from_bootstrap=True)
+            changes.update(cov=cov, stderr=_stderr(self._form.params, cov),
+                           poorly_determined=bool(reasons), reason="; ".join(reasons))
+        return replace(self, **changes)
+
+    def summary(self) -> str:
+        """Readable lines: the form and fit quality, then ``name = value ± stderr [ci]``."""
+        head = (f"{self.form}: n = {self.n_points}, AICc = {self.aicc:.2f}, "
+                f"space = {self.space}")
+        if self.poorly_determined:
+            head += f"  [POORLY DETERMINED: {self.reason}]"
+        lines = [head]
+        for k, v in self.params.items():
+            line = f"  {k} = {format_pm(v, self.stderr.get(k, math.nan))}"
+            if self.ci is not None:
+                lo, hi = self.ci[k]
+                line += f"  {100 * self.level:.0f}% CI [{_num(lo)}, {_num(hi)}]"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _to_public_cov(form, theta, cov_internal):
+    """Delta method: d(public)/d(internal) is exp(theta) for log parameters, 1 otherwise."""
+    d = np.where(form.log_params, np.exp(np.where(form.log_params, theta, 0.0)), 1.0)
+    return cov_internal * np.outer(d, d)
+
+
+def _stderr(names, cov):
+    if cov is None:
+        return {k: math.nan for k in names}
+    diag = np.diag(cov)
+    return {k: float(np.sqrt(v)) if v >= 0 else math.nan for k, v in zip(names, diag)}
+
+
+def diagnose(form, theta, pub, cov, cond, converged, X, from_bootstrap=False):
+    """Reasons why a fit should not be trusted; an empty list means none were found.
+
+    Checks: optimiser status; a (near-)singular Jacobian; a parameter whose standard error exceeds
+    its magnitude (for log-parametrised scales: more than one decade); a parameter on its bound;
+    and the form's own checks (e.g. a break outside the data range).
+    """
+    reasons = []
+    if not converged:
+        reasons.append("optimiser did not converge")
+    if cov is None:
+        if not np.isfinite(cond) or cond > COND_LIMIT:
+            reasons.append(f"near-singular Jacobian (condition number {cond:.1e})")
+        elif not from_bootstrap and X.shape[0] <= form.n_params:
+            reasons.append("no degrees of freedom left for an uncertainty")
+    else:
+        if np.isfinite(cond) and cond > COND_LIMIT and not from_bootstrap:
+            reasons.append(f"near-singular Jacobian (condition number {cond:.1e})")
+        var = np.diag(cov)
+        for j, name in enumerate(form.params):
+            se = math.sqrt(var[j]) if var[j] >= 0 else math.nan
+            if form.log_params[j]:
+                if not se < pub[j] * math.log(10):  # se(log10 x) = se(x)/(x ln 10) > 1
+                    reasons.append(f"{name} undetermined (more than a decade: "
+                                   f"{_num(pub[j])} ± {_num(se)})")
+            elif not se < abs(pub[j]):
+                reasons.append(f"{name} = {_num(pub[j])} undetermined (stderr {_num(se)})")
+    lo = -np.inf if form.lower is None else np.asarray(form.lower)
+    hi = np.inf if form.upper is None else np.asarray(form.upper)
+    for j, name in enumerate(form.params):
+        if np.isclose(theta[j], np.broadcast_to(lo, theta.shape)[j], atol=1e-9) or np.isclose(
+                theta[j], np.broadcast_to(hi, theta.shape)[j], atol=1e-9):
+            reasons.append(f"{name} on its bound")
+    reasons.extend(form.check(theta, X))
+    return reasons
+
+
+def _num(v: float) -> str:
+    if not np.isfinite(v):
+        return str(v)
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        return f"{v:.3g}"
+    return f"{v:.4g}"
+
+
+def format_pm(value: float, err: float) -> str:
+    """``0.46 ± 0.03``: the error to two significant digits, the value to the same place."""
+    if not (np.isfinite(err) and err > 0):
+        return f"{_num(value)} ± {err}"
+    if 1e-4 <= err and max(abs(value), err) < 1e4:
+        decimals = max(0, 1 - math.floor(math.log10(err)))
+        return f"{value:.{decimals}f} ± {err:.{decimals}f}"
+    exp = math.floor(math.log10(max(abs(value), err)))
+    digits = max(1, exp - math.floor(math.log10(err)) + 1)
+    return f"{value:.{digits}e} ± {err:.1e}"

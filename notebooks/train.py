@@ -1,0 +1,74 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # One grid cell: train, evaluate, record
+#
+# Papermill runs this notebook once per cell of a study's grid (`msl sweep`), injecting the
+# cell's parameters below the `parameters` cell. Everything happens in `msl.cell.run`; this
+# notebook only shows the result. Defaults train a tiny model for a few seconds on a laptop CPU.
+
+# %% tags=["parameters"]
+study = "scratch"  # study name, recorded
+cell_id = ""  # empty: derived from the other fields (stable hash)
+record_dir = ""  # folder for the JSON record; empty: write no record
+data_path = ""  # .aselmdb file/folder, ASE .db or extxyz; empty: embedded EMT set
+pool_size = 300  # embedded set only: structures generated (cached by size+seed)
+data_seed = 0  # embedded set only: generation seed
+n_val = 50  # fixed validation structures
+n_test = 50  # fixed test structures
+split_seed = 0  # fixes val/test membership, independent of `seed`
+n_train = 64  # D: training structures (nested prefix of one permutation)
+model = "optimetal2b"  # family name, a key of msl.models.MODELS
+size = 0  # rung of the family's size ladder
+seed = 0  # initialisation, training order and subset permutation
+epochs = 3  # passes over the D training structures
+batch_size = 16  # structures per step
+max_lr = 2e-3  # peak learning rate after linear warm-up, then cosine decay
+warmup_frac = 0.05  # fraction of all steps spent warming up
+min_lr_frac = 0.01  # final learning rate as a fraction of max_lr
+weight_decay = 0.0  # AdamW decoupled weight decay
+grad_clip = 10.0  # max global gradient norm; 0 disables clipping
+patience = 0  # early stopping after this many epochs without improvement; 0: off
+w_energy = 1.0  # weight of the normalised energy term
+w_forces = 1.0  # weight of the normalised force term
+w_stress = 0.1  # weight of the normalised stress term
+precision = "fp32"  # fp32 | bf16 | fp16 (mixed precision needs CUDA)
+device = "cpu"  # cpu | cuda | cuda:N | auto
+threads = 0  # torch CPU threads; 0: torch's default
+
+# %%
+from msl import cell, config, plot, report
+
+cfg = config.from_dict({name: globals()[name] for name in config.NAMES})
+cfg.with_id().cell_id
+
+# %% [markdown]
+# ## Training
+# Unknown or bad values stop here, before any work, with a message naming them.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+record = cell.run(cfg, progress=False)
+report.timing(record)
+
+# %% [markdown]
+# ## Result
+# Metrics of the best-validation state: loss (normalised MSE, dimensionless), energy MAE in
+# eV/atom, force MAE per component in eV/Å, stress MAE per component in GPa.
+
+# %%
+report.summary(record)
+
+# %%
+plot.loss_curve(record);

@@ -1,0 +1,95 @@
+"""The size ladder of every family: pinned parameter counts and the size dial's error handling.
+
+``PINNED`` is the source of truth for N quoted anywhere (STYLE rule 1: counts come from a test,
+not from comments). A change to a family's architecture changes these numbers on purpose; update
+the table in the same change and say so in the decision log.
+"""
+
+import re
+
+import pytest
+
+from msl.models import MODELS, build_model, check_size, count_params
+
+# family -> (n_params, n_params_no_embed) of every rung, in ladder order
+PINNED = {
+    "optimetal2b": [
+        (3_361, 2_553),          # width 8
+        (6_241, 5_029),          # 12
+        (9_921, 8_305),          # 16
+        (19_681, 17_257),        # 24
+        (32_641, 29_409),        # 32
+        (68_161, 63_313),        # 48
+        (116_481, 110_017),      # 64
+        (251_521, 241_825),      # 96
+        (437_761, 424_833),      # 128
+        (963_841, 944_449),      # 192
+        (1_694_721, 1_668_865),  # 256
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def counts():
+    """count_params of every rung of every family (built once; the big rungs take a moment)."""
+    return {name: [count_params(build_model(name, size)) for size in range(len(mod.LADDER))]
+            for name, mod in MODELS.items()}
+
+
+def test_every_family_is_pinned():
+    assert sorted(PINNED) == sorted(MODELS), "add the new family's counts to PINNED"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parameter_counts_are_pinned(counts, name):
+    got = [(c["n_params"], c["n_params_no_embed"]) for c in counts[name]]
+    assert got == PINNED[name]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_ladder_is_strictly_increasing_over_one_and_a_half_decades(counts, name):
+    n = [c["n_params"] for c in counts[name]]
+    assert all(a < b for a, b in zip(n, n[1:])), n
+    assert max(n) / min(n) >= 10**1.5, n
+    n_no_embed = [c["n_params_no_embed"] for c in counts[name]]
+    assert all(a < b for a, b in zip(n_no_embed, n_no_embed[1:])), n_no_embed
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_embeddings_are_counted_apart(counts, name):
+    for c in counts[name]:
+        assert 0 < c["n_params_no_embed"] < c["n_params"]
+
+
+def test_buffers_are_not_parameters():
+    """Reference energies and the energy scale are buffers: saved, not trained, not in N."""
+    model = build_model("optimetal2b", 0)
+    n = count_params(model)["n_params"]
+    assert n == sum(p.numel() for p in model.parameters())
+    buffers = dict(model.named_buffers())
+    assert "atom_ref" in buffers and "energy_scale" in buffers
+    assert "atom_ref" in model.state_dict()
+    model.requires_grad_(False)
+    assert count_params(model) == {"n_params": 0, "n_params_no_embed": 0}
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(ValueError, match="'transformerx'.*optimetal2b"):
+        build_model("transformerx", 0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("size", [-1, "top", 1.0, True, "1", None])
+def test_bad_size_is_named(name, size):
+    if size == "top":
+        size = len(MODELS[name].LADDER)
+    with pytest.raises(ValueError, match=re.escape(f"size {size!r} is not a rung of {name!r}")):
+        build_model(name, size)
+    with pytest.raises(ValueError, match=re.escape(f"size {size!r}")):
+        check_size(name, size)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_rung_is_a_valid_size(name):
+    for size in range(len(MODELS[name].LADDER)):
+        check_size(name, size)  # no error

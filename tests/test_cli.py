@@ -1,0 +1,36 @@
+"""The command line: bad input exits non-zero with a message naming the bad value."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def msl(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "msl.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+@pytest.mark.parametrize("args, word", [
+    (["train", "--model", "nonesuch"], "nonesuch"),
+    (["train", "--max-lr", "-0.001"], "max_lr"),
+    (["train", "--size", "42"], "42"),
+    (["train", "--data-path", "/no/such/file.aselmdb"], "/no/such/file.aselmdb"),
+    (["sweep", "/no/such/grid.yaml"], "/no/such/grid.yaml"),
+])
+def test_bad_input_exits_2_naming_the_value(args, word, tmp_path):
+    out = msl(*args, "--record-dir", str(tmp_path)) if args[0] == "train" else msl(*args)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("msl: error:") and word in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_train_command_writes_the_same_record_as_the_notebook_path(tmp_path, tiny_pool):
+    out = msl("train", "--pool-size", "120", "--n-train", "16", "--n-val", "16", "--n-test", "16",
+              "--epochs", "1", "--batch-size", "8", "--record-dir", str(tmp_path), "--quiet")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    record = json.loads((tmp_path / f"{summary['cell_id']}.json").read_text())
+    assert record["status"] == "ok" and record["metrics"] == summary["metrics"]

@@ -1,0 +1,45 @@
+import pytest
+
+from msl import config
+from msl.config import CellConfig
+
+
+def test_defaults_validate_and_id_is_stable():
+    a = CellConfig().with_id()
+    b = config.from_dict({"n_train": 64}).with_id()
+    assert a.cell_id == b.cell_id
+    assert a.cell_id.startswith("optimetal2b-s0-d64-seed0-")
+
+
+def test_id_ignores_where_results_go_but_not_what_is_computed():
+    base = CellConfig().with_id().cell_id
+    assert config.from_dict({"record_dir": "/tmp/x", "study": "s"}).with_id().cell_id == base
+    assert config.from_dict({"max_lr": 1e-3}).with_id().cell_id != base
+
+
+@pytest.mark.parametrize("values, word", [
+    ({"max_lr": -1e-3}, "max_lr"),
+    ({"max_lr": 0.0}, "max_lr"),
+    ({"n_train": 0}, "n_train"),
+    ({"epochs": -2}, "epochs"),
+    ({"model": "nonesuch"}, "nonesuch"),
+    ({"size": 99}, "99"),
+    ({"precision": "fp8"}, "fp8"),
+    ({"precision": "bf16", "device": "cpu"}, "CUDA"),
+    ({"device": "tpu"}, "tpu"),
+    ({"warmup_frac": 1.5}, "warmup_frac"),
+    ({"w_energy": 0.0, "w_forces": 0.0, "w_stress": 0.0}, "w_energy"),
+    ({"n_train": "ten"}, "n_train"),
+    ({"learning_rate": 1e-3}, "learning_rate"),
+])
+def test_bad_values_name_themselves(values, word):
+    with pytest.raises(ValueError, match=word):
+        config.from_dict(values)
+
+
+def test_ints_and_floats_are_coerced_where_lossless():
+    cfg = config.from_dict({"max_lr": 1, "epochs": 4.0})
+    assert cfg.max_lr == 1.0 and isinstance(cfg.max_lr, float)
+    assert cfg.epochs == 4 and isinstance(cfg.epochs, int)
+    with pytest.raises(ValueError, match="epochs"):
+        config.from_dict({"epochs": 4.5})

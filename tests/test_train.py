@@ -1,0 +1,92 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from msl import cell, config, targets
+from msl.train import lr_factor
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    total, warmup = 100, 10
+    f = [lr_factor(s, total, warmup, 0.01) for s in range(total + 1)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(b <= a + 1e-12 for a, b in zip(f[10:], f[11:]))  # monotone decay after warm-up
+    assert f[-1] == pytest.approx(0.01)
+
+
+def test_converged_rule():
+    flat = [{"val/loss": v} for v in [1.0, 0.5, 0.4, 0.399, 0.3985, 0.398, 0.398, 0.398]]
+    falling = [{"val/loss": 1.0 / (i + 1)} for i in range(8)]
+    assert cell.converged(flat, stopped_early=False)
+    assert not cell.converged(falling, stopped_early=False)
+    assert cell.converged(falling, stopped_early=True)
+
+
+def tiny(**kw):
+    base = dict(pool_size=120, n_train=24, n_val=16, n_test=16, epochs=2, batch_size=8)
+    return config.from_dict({**base, **kw})
+
+
+def test_cell_runs_and_is_deterministic(tiny_pool, tmp_path):
+    a = cell.run(tiny(record_dir=str(tmp_path)), progress=False)
+    b = cell.run(tiny(), progress=False)
+    assert a["status"] == "ok" and a["steps"] == 2 * 3
+    for key in ("val/loss", "val/energy_mae", "val/forces_mae", "val/stress_mae", "test/loss"):
+        assert math.isfinite(a["metrics"][key]) and a["metrics"][key] == b["metrics"][key]
+    assert a["flops"] > 0 and a["n_params"] > 1000
+    assert (tmp_path / f"{a['cell_id']}.json").exists()
+    assert (tmp_path.parent / "checkpoints" / f"{a['cell_id']}.pt").exists()
+
+
+def test_training_reduces_validation_loss(tiny_pool):
+    rec = cell.run(tiny(epochs=6, max_lr=3e-3), progress=False)
+    losses = [h["val/loss"] for h in rec["history"]]
+    assert min(losses[1:]) < losses[0]
+
+
+def test_flops_grow_with_model_size(tiny_pool):
+    small = cell.run(tiny(epochs=1, size=0), progress=False)
+    large = cell.run(tiny(epochs=1, size=3), progress=False)
+    assert large["flops"] > 2 * small["flops"]
+
+
+def test_divergence_is_recorded_not_raised(tiny_pool, monkeypatch, tmp_path):
+    real = targets.loss
+    calls = {"n": 0}
+
+    def exploding(*args, **kwargs):
+        calls["n"] += 1
+        value = real(*args, **kwargs)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(targets, "loss", exploding)
+    rec = cell.run(tiny(epochs=3, record_dir=str(tmp_path)), progress=False)
+    assert rec["status"] == "diverged" and "nan" in rec["error"]
+    assert rec["metrics"] == {}
+
+
+def test_pool_too_small_stops_before_work(tiny_pool, tmp_path):
+    with pytest.raises(ValueError, match="n_train=500"):
+        cell.run(tiny(n_train=500, record_dir=str(tmp_path)), progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_data_path_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.aselmdb"):
+        cell.run(tiny(data_path=str(tmp_path / "nowhere.aselmdb"), record_dir=str(tmp_path)))
+    assert not list(tmp_path.iterdir())
+
+
+def test_failure_during_training_writes_failed_record(tiny_pool, monkeypatch, tmp_path):
+    from msl import train as train_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(cell, "train", broken)
+    with pytest.raises(RuntimeError):
+        cell.run(tiny(record_dir=str(tmp_path)), progress=False)
+    (record,) = tmp_path.glob("*.json")
+    assert '"failed"' in record.read_text() and "simulated" in record.read_text()
