@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STUDY ?= book/default
 WORKERS ?= 2
+# generated datasets and graph caches (the embedded dataset is generated here on first use)
+export MSL_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install study test book clean-study
+.PHONY: install study test book fixtures notebooks
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -28,4 +30,16 @@ book: install
 	$(BIN)/jupyter-book build . --path-output book
 
 test: install
-	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider
+	$(BIN)/python -m pytest --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+# Maintainers: refresh the committed CI-study records and the notebooks' stored outputs (which
+# `pytest --nbval` compares against a fresh execution) after changing msl or the notebooks.
+fixtures: install
+	rm -rf tests/fixtures/study/records tests/fixtures/study/runs tests/fixtures/study/checkpoints
+	$(BIN)/msl sweep tests/fixtures/study --workers $(WORKERS)
+	rm -rf tests/fixtures/study/runs tests/fixtures/study/checkpoints
+
+notebooks: install
+	cd notebooks && for nb in train analysis; do \
+	  ../$(BIN)/jupytext --to ipynb $$nb.py -q && \
+	  ../$(BIN)/papermill $$nb.ipynb $$nb.ipynb -k python3 --cwd . --no-progress-bar || exit 1; done

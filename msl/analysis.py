@@ -37,7 +37,7 @@ def table(grid: Grid) -> pd.DataFrame:
                 "scan": scan, "cell_id": cfg.cell_id, "status": rec["status"],
                 "model": rec["model"], "size": rec["size"], "n_params": rec.get("n_params"),
                 "n_train": rec["n_train"], "seed": rec["seed"], "epochs": rec["epochs"],
-                "steps": rec.get("steps"), "flops": rec.get("flops"),
+                "epochs_run": rec.get("epochs_run"), "steps": rec.get("steps"), "flops": rec.get("flops"),
                 "converged": rec.get("converged"), "wall_s": rec.get("wall_seconds"),
                 **{k: metrics.get(k, np.nan) for k in
                    ("val/loss", "val/energy_mae", "val/forces_mae", "val/stress_mae",
@@ -81,8 +81,9 @@ def fit_scan(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss") 
 
 
 def budget_check(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
-    """For each scan with ``budget_check``: the loss at both ends of its axis with E and with
-    factor*E epochs, the relative change, and whether it is below ``BUDGET_TOLERANCE``."""
+    """For each scan with ``budget_check``: the loss at both ends of its axis with the grid's
+    budget and with ``budget_check`` times the epochs and minimum steps, the relative change, and
+    whether it is below ``BUDGET_TOLERANCE``."""
     rows = []
     for name, spec in grid.scans.items():
         if not spec.get("budget_check"):
@@ -99,8 +100,9 @@ def budget_check(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
                 loss_a, loss_b = float(a["val/loss"].iloc[0]), float(b["val/loss"].iloc[0])
                 change = (loss_b - loss_a) / loss_a
                 rows.append({"scan": name, axis: end, "seed": seed,
-                             "epochs": int(a.epochs.iloc[0]), "val/loss": loss_a,
-                             "epochs (longer)": int(b.epochs.iloc[0]), "val/loss (longer)": loss_b,
+                             "epochs": int(a.epochs.iloc[0]), "steps": a.steps.iloc[0],
+                             "val/loss": loss_a, "epochs (longer)": int(b.epochs.iloc[0]),
+                             "steps (longer)": b.steps.iloc[0], "val/loss (longer)": loss_b,
                              "relative change": change,
                              "converged (<5%)": abs(change) < BUDGET_TOLERANCE})
     return pd.DataFrame(rows)

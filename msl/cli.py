@@ -57,7 +57,7 @@ def analyse(grid_path: str) -> Path:
 
     grid = load(grid_path)
     out = grid.study_dir / "analysis.ipynb"
-    partial = out.with_name(f".analysis.{os.getpid()}.ipynb.partial")
+    partial = out.with_name(f".analysis.{os.getpid()}.partial.ipynb")
     papermill.execute_notebook(ANALYSIS_NOTEBOOK, str(partial), kernel_name="python3",
                                parameters={"study_dir": str(grid.study_dir.resolve())},
                                progress_bar=False, cwd=os.getcwd())

@@ -34,7 +34,8 @@ class CellConfig:
     size: int = 0                   # rung of the family's size ladder
     # optimisation
     seed: int = 0                   # initialisation, training order and subset permutation
-    epochs: int = 3                 # passes over the D training structures
+    epochs: int = 3                 # passes over the D training structures (at least)
+    min_steps: int = 0              # more epochs for small D: every run takes at least this many steps
     batch_size: int = 16            # structures per step
     max_lr: float = 2e-3            # peak learning rate after linear warm-up, then cosine decay
     warmup_frac: float = 0.05       # fraction of all steps spent warming up
@@ -43,9 +44,9 @@ class CellConfig:
     grad_clip: float = 10.0         # max global gradient norm; 0 disables clipping
     patience: int = 0               # early stopping after this many epochs without improvement; 0: off
     # loss: weights of the normalised energy, force and stress terms (msl.targets)
-    w_energy: float = 1.0
-    w_forces: float = 1.0
-    w_stress: float = 0.1
+    w_energy: float = 1.0           # weight of the normalised energy term
+    w_forces: float = 1.0           # weight of the normalised force term
+    w_stress: float = 0.1           # weight of the normalised stress term
     # execution
     precision: str = "fp32"         # fp32 | bf16 | fp16 (mixed precision needs CUDA)
     device: str = "cpu"             # cpu | cuda | cuda:N | auto
@@ -112,7 +113,7 @@ def validate(cfg: CellConfig) -> None:
     for key in ("warmup_frac", "min_lr_frac"):
         if not 0 <= getattr(cfg, key) <= 1:
             raise ValueError(f"{key} must lie in [0, 1], got {getattr(cfg, key)!r}")
-    for key in ("weight_decay", "grad_clip", "patience", "threads", "w_energy", "w_forces",
+    for key in ("weight_decay", "grad_clip", "patience", "threads", "min_steps", "w_energy", "w_forces",
                 "w_stress"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"{key} must not be negative, got {getattr(cfg, key)!r}")

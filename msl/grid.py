@@ -12,7 +12,7 @@ Format (every key below is checked; anything else is an error)::
         axis: n_train              # the scanned parameter, for plots and checks
         n_train: [32, 100, 316]
         size: 2
-        budget_check: 2            # optional: rerun both ends of the axis with 2x the epochs
+        budget_check: 2            # optional: rerun both ends of the axis with 2x epochs and min_steps
       params:
         axis: size
         size: [0, 1, 2, 3]
@@ -20,7 +20,8 @@ Format (every key below is checked; anything else is an error)::
 
 A cell is a flat dict of notebook parameters; its id is :func:`msl.config.cell_id`, so the same
 configuration reached from two scans is one cell, trained once. The budget-check cells (the two
-ends of a scan's axis, with ``epochs`` times ``budget_check``) belong to the scan ``<name>/budget``.
+ends of a scan's axis, with ``epochs`` and ``min_steps`` times ``budget_check``) belong to the
+scan ``<name>/budget``.
 """
 
 from __future__ import annotations
@@ -120,11 +121,11 @@ def _expand(name: str, spec: dict, fixed: dict):
         axis = spec["axis"]
         ends = {min(spec[axis]), max(spec[axis])}
         others = {k: v for k, v in axes.items() if k != axis}
-        epochs = int(params.get("epochs", CellConfig.__dataclass_fields__["epochs"].default))
+        budget = {key: int(round(factor * params.get(key, CellConfig.__dataclass_fields__[key].default)))
+                  for key in ("epochs", "min_steps")}
         for end in sorted(ends):
             for combo in itertools.product(*others.values()):
-                yield f"{name}/budget", {**params, **dict(zip(others, combo)), axis: end,
-                                         "epochs": int(round(epochs * factor))}
+                yield f"{name}/budget", {**params, **dict(zip(others, combo)), axis: end, **budget}
 
 
 def _config(values: dict, where: str) -> CellConfig:

@@ -119,7 +119,7 @@ def execute(notebook: str, parameters: dict, run_dir: str, threads: int,
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                       MSL_DATA_DIR=str(data_dir()))
     final = Path(run_dir) / f"{cell_id}.ipynb"
-    partial = final.with_name(f".{cell_id}.{os.getpid()}.ipynb.partial")
+    partial = final.with_name(f".{cell_id}.{os.getpid()}.partial.ipynb")
     start = time.perf_counter()
     error = ""
     try:

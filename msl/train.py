@@ -1,7 +1,8 @@
 """The trainer: plain PyTorch, read top to bottom.
 
 AdamW; linear warm-up to ``max_lr`` then cosine decay to ``min_lr_frac * max_lr``, stepped per
-batch; a fixed number of epochs, optionally cut short by early stopping on the validation loss;
+batch; a fixed number of epochs, raised where D is small so that every run takes at least
+``min_steps`` optimisation steps, optionally cut short by early stopping on the validation loss;
 gradient clipping; the best validation state is kept and restored at the end (as Großmann et al.
 did); a non-finite or exploding loss stops the run as ``diverged`` instead of crashing; mixed
 precision (bf16, or fp16 with a gradient scaler) on CUDA.
@@ -28,6 +29,12 @@ from msl import targets
 from msl.config import CellConfig
 
 DIVERGE_FACTOR = 1e4  # a training loss this many times above its first value counts as diverged
+MAX_EVALS = 40        # validation passes per run at most (every k-th epoch when epochs are many)
+
+
+def plan_epochs(cfg: CellConfig, steps_per_epoch: int) -> int:
+    """Epochs actually run: ``epochs``, raised where needed so the run takes >= ``min_steps``."""
+    return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch, 1)))
 
 
 @dataclass
@@ -40,8 +47,8 @@ class TrainResult:
     stopped_early: bool = False
     flops_per_atom: float = 0.0       # training FLOPs per atom per step (see module docstring)
     flops: float = 0.0                # total training FLOPs C
-    train_seconds: float = 0.0
-    structures_per_second: float = 0.0
+    train_seconds: float = 0.0        # wall time of training, validation included
+    structures_per_second: float = 0.0  # throughput of the training steps alone
     message: str = ""
 
 
@@ -98,7 +105,9 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_graphs, batch_size=cfg.batch_size, shuffle=True,
                         generator=generator, drop_last=len(train_graphs) > cfg.batch_size)
-    total = cfg.epochs * len(loader)
+    epochs = plan_epochs(cfg, len(loader))
+    eval_every = max(1, math.ceil(epochs / MAX_EVALS))
+    total = epochs * len(loader)
     warmup = max(1, int(cfg.warmup_frac * total))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr,
                                   weight_decay=cfg.weight_decay)
@@ -109,13 +118,15 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     first = next(iter(DataLoader(train_graphs, batch_size=cfg.batch_size))).to(device)
     result = TrainResult(status="ok")
     result.flops_per_atom = count_flops(model, first, scales, weights) / first.num_nodes
-    best_loss, best_state, first_loss, atoms_seen = math.inf, None, None, 0
+    best_loss, best_state, first_loss, atoms_seen, structures_seen = math.inf, None, None, 0, 0
     start = time.perf_counter()
     bar = tqdm(total=total, desc=f"train D={len(train_graphs)}", unit="step", disable=not progress,
                leave=False)
-    for epoch in range(1, cfg.epochs + 1):
+    step_seconds = 0.0
+    for epoch in range(1, epochs + 1):
         model.train()
         train_sum, n_seen = 0.0, 0
+        epoch_start = time.perf_counter()
         for batch in loader:
             batch = batch.to(device)
             with _autocast(device, cfg.precision):
@@ -136,17 +147,21 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
             scheduler.step()
             result.steps += 1
             atoms_seen += batch.num_nodes
+            structures_seen += batch.num_graphs
             train_sum += value * batch.cell.shape[0]
             n_seen += batch.cell.shape[0]
             bar.update()
+        step_seconds += time.perf_counter() - epoch_start
         if result.status != "ok":
             break
+        result.epochs_run = epoch
+        if epoch % eval_every and epoch != epochs:
+            continue
         val = evaluate(model, val_graphs, scales, weights, cfg, "val", device)
         result.history.append({"epoch": epoch, "step": result.steps,
                                "train/loss": train_sum / max(n_seen, 1),
                                "lr": scheduler.get_last_lr()[0], **val})
         bar.set_postfix(val_loss=f"{val['val/loss']:.4g}")
-        result.epochs_run = epoch
         if val["val/loss"] < best_loss:
             best_loss, result.best_epoch = val["val/loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
@@ -156,7 +171,7 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     bar.close()
     result.train_seconds = time.perf_counter() - start
     result.flops = result.flops_per_atom * atoms_seen
-    result.structures_per_second = (result.steps * cfg.batch_size) / max(result.train_seconds, 1e-9)
+    result.structures_per_second = structures_seen / max(step_seconds, 1e-9)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result

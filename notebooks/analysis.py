@@ -43,9 +43,9 @@ df.groupby(["scan", "status"]).size().rename("cells").to_frame()
 # `torch.utils.flop_counter` on a real step, times the atoms seen).
 
 # %%
-columns = ["scan", "model", "size", "n_params", "n_train", "seed", "epochs", "steps", "flops",
+columns = ["scan", "model", "size", "n_params", "n_train", "seed", "epochs_run", "steps", "flops",
            "converged", "val/loss", "val/energy_mae", "val/forces_mae", "val/stress_mae"]
-df[columns].sort_values(["scan", "n_params", "n_train"]).style.format(precision=4).hide(axis="index")
+df[columns].sort_values(["scan", "n_params", "n_train"]).round(4).reset_index(drop=True)
 
 # %% [markdown]
 # ## Data and parameter scaling
@@ -67,7 +67,7 @@ for name, result in fits.items():
     glue(f"range_{name}", f"{result.x.min():.3g} to {result.x.max():.3g}", display=False)
 
 # %%
-analysis.fits_table(fits)
+analysis.fits_table(fits).round(4)
 
 # %% [markdown]
 # ## Per-target errors
@@ -89,7 +89,7 @@ for row, name in zip(axes, fits):
 # ## Is each point trained to convergence?
 # A point on a scaling curve means something only if more training would not move it. For the
 # smallest and the largest value of each scan's axis the grid also trains the same cell with
-# twice the epochs; a change of the validation loss below 5% counts as converged. Where it is
+# twice the epochs (and twice the minimum number of steps); a change of the validation loss below 5% counts as converged. Where it is
 # larger, the exponent above mixes data or model scaling with under-training, and is a property
 # of this training budget rather than of the model.
 
@@ -97,7 +97,7 @@ for row, name in zip(axes, fits):
 checks = analysis.budget_check(df, study)
 glue("budget_pass", f"{int(checks['converged (<5%)'].sum()) if len(checks) else 0} of {len(checks)}",
      display=False)
-checks.style.format(precision=4).hide(axis="index") if len(checks) else "no budget checks in this grid"
+checks.round(4) if len(checks) else "no budget checks in this grid"
 
 # %% [markdown]
 # ## Loss against compute

@@ -90,3 +90,19 @@ def test_failure_during_training_writes_failed_record(tiny_pool, monkeypatch, tm
         cell.run(tiny(record_dir=str(tmp_path)), progress=False)
     (record,) = tmp_path.glob("*.json")
     assert '"failed"' in record.read_text() and "simulated" in record.read_text()
+
+
+def test_min_steps_raises_epochs_only_where_d_is_small():
+    from msl.train import plan_epochs
+
+    cfg = config.from_dict({"epochs": 40, "min_steps": 500})
+    assert plan_epochs(cfg, steps_per_epoch=2) == 250   # D = 40, batch 16
+    assert plan_epochs(cfg, steps_per_epoch=80) == 40   # D = 1280: the epoch count rules
+
+
+def test_validation_is_thinned_when_epochs_are_many(tiny_pool):
+    from msl.train import MAX_EVALS
+
+    rec = cell.run(tiny(epochs=1, min_steps=3 * MAX_EVALS * 3, n_train=24), progress=False)
+    assert rec["epochs_run"] == 3 * MAX_EVALS and len(rec["history"]) <= MAX_EVALS
+    assert rec["history"][-1]["epoch"] == rec["epochs_run"]

@@ -189,7 +189,7 @@ def _accepted(n_structures: int, seed: int, elements, workers: int, tally: dict)
             pool.join()
 
 
-def _write_rows(db, payloads, seed: int) -> int:
+def _write_rows(db, payloads, seed: int, on_row=lambda: None) -> int:
     """Write accepted payloads to an open ASE database; return the total number of atoms."""
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -201,6 +201,7 @@ def _write_rows(db, payloads, seed: int) -> int:
                                            stress=p["stress"].reshape(3, 3))
         db.write(atoms, data={"sid": f"emt-alloys-seed{seed}-{p['info']['candidate']}", **p["info"]})
         n_atoms += len(atoms)
+        on_row()
     return n_atoms
 
 
@@ -269,17 +270,13 @@ def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
     tmp, tally, t0 = _temp_name(path), {}, time.perf_counter()
     bar = tqdm(total=n_structures, desc=f"EMT alloys ({workers} workers)", unit="structure",
                disable=not progress)
+    payloads = _accepted(n_structures, seed, elements, workers, tally)
     try:
-        def counted(payloads):
-            for p in payloads:
-                bar.update()
-                yield p
-
         with connect(tmp, type="aselmdb", append=False) as db:
-            n_atoms = _write_rows(db, counted(_accepted(n_structures, seed, elements, workers, tally)),
-                                  seed)
+            n_atoms = _write_rows(db, payloads, seed, on_row=bar.update)
         os.replace(tmp, path)
     finally:
+        payloads.close()  # stops the worker pool at once if writing failed
         bar.close()
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}-lock").unlink(missing_ok=True)  # LMDB's lock file

@@ -77,12 +77,12 @@ def _starts(n_breaks):
                       if all(combo[i][1] < combo[i + 1][1] for i in range(n_breaks - 1))]
         for a_frac, c0 in itertools.product((0.0, 0.5, 0.8, 0.95), (0.0, 0.1, 0.25, 0.5, 1.0)):
             for combo in others:
-                rest = [v for brk in combo for v in brk]
-                theta = np.array([a_frac * ymin, 0.0, c0, *rest])
-                log_g0 = _model(n_breaks)(theta[None], X, False)[0][0] - theta[0]
-                theta[1] = np.mean(np.log(y - theta[0]) - np.log(log_g0))
-                rows.append(theta)
-        return np.array(rows)
+                rows.append([a_frac * ymin, 0.0, c0, *[v for brk in combo for v in brk]])
+        rows = np.array(rows)
+        with np.errstate(all="ignore"):  # b is profiled: the b matching mean log(y - a)
+            shape = _model(n_breaks)(rows, X, False)[0] - rows[:, :1]  # (S, n) with b = 1
+            rows[:, 1] = np.mean(np.log(y[None, :] - rows[:, :1]) - np.log(shape), axis=1)
+        return rows[np.isfinite(rows[:, 1])]
     return starts
 
 

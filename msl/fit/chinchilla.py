@@ -27,7 +27,7 @@ absolute loss in linear space, and the reference notebooks are unlicensed.
 from __future__ import annotations
 
 import itertools
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 
@@ -144,8 +144,8 @@ def chinchilla(n, d, y, delta=1e-3, *, bootstrap=1000, seed=0, groups=None,
     form = CHINCHILLA
     X, y, _ = check_inputs("chinchilla", form.n_params, [("n", n), ("d", d)], y, None)
     if starts is not None:
-        form = Form(**{**{f.name: getattr(CHINCHILLA, f.name) for f in fields(Form)},
-                       "starts": lambda X, y: np.atleast_2d(np.asarray(starts, float))})
+        given = np.atleast_2d(np.asarray(starts, float))
+        form = replace(CHINCHILLA, starts=lambda X, y: given)
     result = fit(form, X, y, None, space="log", delta=float(delta), n_refine=100_000,
                  n_polish=5)
     result = ChinchillaResult(**{f.name: getattr(result, f.name) for f in fields(result)})

@@ -143,19 +143,19 @@ class Problem:
 
 
 def fit(form: Form, X, y, sigma=None, *, space="linear", delta=None, absolute_sigma=False,
-        n_refine=64, n_polish=3, bootstrap=0, seed=0, groups=None, extra_starts=None) -> FitResult:
+        n_refine=64, n_polish=3, bootstrap=0, seed=0, groups=None) -> FitResult:
     """Fit ``form`` to (X, y) and return a ``FitResult`` (see the module docstring).
 
     ``delta=None`` is least squares; a float is the Huber threshold in residual units.
     ``absolute_sigma`` keeps sigma as absolute errors for the covariance (otherwise the covariance
     is scaled by the reduced chi-square, as ``scipy.optimize.curve_fit`` does by default).
     ``bootstrap`` > 0 adds percentile intervals from that many case resamples (seeded by ``seed``).
+    The ``n_refine`` best grid points are refined together; the ``n_polish`` best distinct end
+    points are polished.
     """
     prob = Problem(form, X, y, sigma, space)
     lo, hi = _bounds(form)
     grid = np.clip(form.starts(X, y), lo, hi)
-    if extra_starts is not None:
-        grid = np.vstack([np.atleast_2d(extra_starts), grid])
     ones = np.ones(y.size)
     with np.errstate(all="ignore"):
         grid_cost = solver.objective(prob.resid(grid), ones, delta)
@@ -241,7 +241,7 @@ def _result(prob, theta, loss, ok, delta, absolute_sigma, sigma, n_starts, n_nea
     form, n, p = prob.form, prob.y.size, prob.form.n_params
     r, jac = prob.resid_jac(theta[None])
     cov_int, cond = None, np.inf
-    if n > p and np.all(np.isfinite(jac)):
+    if n >= p and np.all(np.isfinite(jac)):
         cov_int, cond = _covariance(jac[0].T, r[0], absolute_sigma and sigma is not None)
     if delta is not None:  # a Huber fit takes its covariance from the bootstrap
         cov_int = None
@@ -261,7 +261,7 @@ def _covariance(jac, r, absolute):
     js = jac / norms
     u, s, vt = np.linalg.svd(js, full_matrices=False)
     cond = float(s[0] / s[-1]) if s[-1] > 0 else np.inf
-    if not np.isfinite(cond) or cond > 1e12:
+    if not np.isfinite(cond) or cond > 1e12 or n == p:
         return None, cond
     inv = (vt.T / s**2) @ vt
     cov = inv / np.outer(norms, norms)

@@ -1,13 +1,13 @@
 """One-dimensional laws of Großmann et al. (2026): power law, power law with floor, broken law.
 
 Conventions: x is the scaled resource (N = parameters, D = training structures, C = FLOPs), y the
-loss L > 0. As in Großmann et al.'s ``scaling_law_results.ipynb`` (``research/papers.md`` §2.6-2.7),
-the default fit is least squares in linear space on the mean loss over seeds, weighted by
-``sigma`` (the spread over seeds) when given, with the covariance scaled by the reduced chi-square
-(``curve_fit``'s ``absolute_sigma=False``). ``space="log"`` fits log L instead (the natural choice
-for a plain power law on data spanning decades). Scales (x0, x_c) are optimised as logarithms so
-that the search is over decades; exponents are free in sign (Großmann et al. report alpha_2 =
--0.01 for a saturating parameter scan).
+loss L > 0. As in Großmann et al.'s ``scaling_law_results.ipynb`` (``research/papers.md``
+§2.6-2.7), the default fit is least squares in linear space on the mean loss over seeds,
+weighted by ``sigma`` (the spread over seeds) when given, with the covariance scaled by the
+reduced chi-square (``curve_fit``'s ``absolute_sigma=False``). ``space="log"`` fits log L
+instead (the natural choice for a plain power law on data spanning decades). Scales (x0, x_c)
+are optimised as logarithms so that the search is over decades; exponents are free in sign
+(Großmann et al. report alpha_2 = -0.01 for a saturating parameter scan).
 
 Why hand-written: ``scipy.optimize.curve_fit`` fits from one initial value, and the published fits
 depend on it (p0 = 0.1, x_min); here every form scans a grid of starts and refines the best ones

@@ -26,7 +26,7 @@ class FitResult:
     form: str
     params: dict
     stderr: dict
-    cov: np.ndarray | None
+    cov: np.ndarray | None = field(compare=False)
     aicc: float
     rss: float
     loss: float
@@ -40,7 +40,7 @@ class FitResult:
     cond: float = math.inf
     ci: dict | None = None
     level: float | None = None
-    boot: np.ndarray | None = field(default=None, repr=False)
+    boot: np.ndarray | None = field(default=None, repr=False, compare=False)
     extra: dict = field(default_factory=dict)
     _form: object = field(default=None, repr=False, compare=False)
     _theta: np.ndarray = field(default=None, repr=False, compare=False)
@@ -127,10 +127,22 @@ class FitResult:
         if self._options.get("delta") is not None:
             cov = np.cov(pub.T)
             reasons = diagnose(self._form, self._theta, self._form.to_public(self._theta), cov,
-                               self.cond, self.converged, self._X, from_bootstrap=True)
+                               self.cond, self.converged, self._X)
             changes.update(cov=cov, stderr=_stderr(self._form.params, cov),
                            poorly_determined=bool(reasons), reason="; ".join(reasons))
         return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """A flat, JSON-ready row: form, n, AICc, flags, and per parameter value, stderr, CI."""
+        row = {"form": self.form, "n_points": self.n_points, "aicc": self.aicc,
+               "rss": self.rss, "poorly_determined": self.poorly_determined,
+               "reason": self.reason}
+        for k, v in self.params.items():
+            row[k] = v
+            row[f"{k}_stderr"] = self.stderr.get(k, math.nan)
+            if self.ci is not None:
+                row[f"{k}_lo"], row[f"{k}_hi"] = self.ci[k]
+        return row
 
     def summary(self) -> str:
         """Readable lines: the form and fit quality, then ``name = value ± stderr [ci]``."""
@@ -164,7 +176,7 @@ def _stderr(names, cov):
     return {k: float(np.sqrt(v)) if v >= 0 else math.nan for k, v in zip(names, diag)}
 
 
-def diagnose(form, theta, pub, cov, cond, converged, X, from_bootstrap=False):
+def diagnose(form, theta, pub, cov, cond, converged, X):
     """Reasons why a fit should not be trusted; an empty list means none were found.
 
     Checks: optimiser status; a (near-)singular Jacobian; a parameter whose standard error exceeds
@@ -174,14 +186,11 @@ def diagnose(form, theta, pub, cov, cond, converged, X, from_bootstrap=False):
     reasons = []
     if not converged:
         reasons.append("optimiser did not converge")
-    if cov is None:
-        if not np.isfinite(cond) or cond > COND_LIMIT:
-            reasons.append(f"near-singular Jacobian (condition number {cond:.1e})")
-        elif not from_bootstrap and X.shape[0] <= form.n_params:
-            reasons.append("no degrees of freedom left for an uncertainty")
-    else:
-        if np.isfinite(cond) and cond > COND_LIMIT and not from_bootstrap:
-            reasons.append(f"near-singular Jacobian (condition number {cond:.1e})")
+    if X.shape[0] <= form.n_params:
+        reasons.append("no degrees of freedom left for an uncertainty")
+    elif not cond <= COND_LIMIT:
+        reasons.append(f"near-singular Jacobian (condition number {cond:.1e})")
+    if cov is not None:
         var = np.diag(cov)
         for j, name in enumerate(form.params):
             se = math.sqrt(var[j]) if var[j] >= 0 else math.nan

@@ -141,16 +141,33 @@ def _mappable(norm, cm):
     return ScalarMappable(norm=norm, cmap=cm)
 
 
-def lower_envelope(flops, loss):
-    """Indices of the compute-optimal points: lower loss than every run of smaller compute."""
+def lower_envelope(flops, loss, convex=True):
+    """Indices of the compute-optimal runs, in order of increasing compute.
+
+    ``convex=True``: the lower convex hull of the points in (log C, log L), up to the lowest loss
+    (the efficient frontier as Kaplan et al. and Hoffmann et al. draw it). ``convex=False``: every
+    run with a lower loss than all runs of smaller compute (the Pareto set).
+    """
     flops, loss = np.asarray(flops, float), np.asarray(loss, float)
-    order = np.argsort(flops, kind="stable")
-    best, keep = np.inf, []
+    order = np.lexsort((loss, flops))
+    best, pareto = np.inf, []
     for i in order:
         if loss[i] < best:
             best = loss[i]
-            keep.append(i)
-    return np.array(keep, dtype=int)
+            pareto.append(i)
+    if not convex:
+        return np.array(pareto, dtype=int)
+    px, py = np.log(flops), np.log(loss)
+    hull = []
+    for i in pareto:  # monotone chain, lower hull; the Pareto set already falls monotonically
+        while len(hull) >= 2 and _cross(px, py, hull[-2], hull[-1], i) <= 0:
+            hull.pop()
+        hull.append(i)
+    return np.array(hull, dtype=int)
+
+
+def _cross(px, py, a, b, c):
+    return (px[b] - px[a]) * (py[c] - py[a]) - (py[b] - py[a]) * (px[c] - px[a])
 
 
 def frontier(ax, flops, loss, groups=None, *, fit=None, cmap="viridis", group_label="N",

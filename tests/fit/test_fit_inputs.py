@@ -90,3 +90,13 @@ def test_fit_summary_and_format():
     assert result.n_params == 2 and set(result.stderr) == {"alpha", "x0"}
     assert result.cov.shape == (2, 2)
     assert np.allclose(result.predict(X), Y, rtol=0.05)
+
+
+def test_fit_result_to_dict_is_json_ready():
+    import json
+
+    result = fit.power_law(X, Y * (1 + 0.01 * np.cos(X))).bootstrap(n=50, seed=0)
+    row = result.to_dict()
+    assert {"alpha", "alpha_stderr", "alpha_lo", "alpha_hi", "aicc"} <= set(row)
+    json.dumps(row)
+    assert result == result  # arrays are excluded from comparison

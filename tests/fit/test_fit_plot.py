@@ -29,7 +29,8 @@ def test_fit_plot_loglog_with_band(tmp_path):
 
 
 def test_fit_plot_map_2d_panels():
-    n, d = [a.ravel() for a in np.meshgrid(np.geomspace(3e5, 8e7, 5), np.geomspace(2.5e3, 1.6e5, 4))]
+    n, d = [a.ravel() for a in np.meshgrid(np.geomspace(3e5, 8e7, 5),
+                                           np.geomspace(2.5e3, 1.6e5, 4))]
     y = ((2e5 / n) ** (0.3 / 0.25) + 2e4 / d) ** 0.25 * (1 + 0.005 * RNG.standard_normal(n.size))
     result = fit.kaplan_2d(n, d, y)
     fig = scaling.map_2d(n[:-1], d[:-1], y[:-1], fit=result, loss_label="val loss")
@@ -43,7 +44,8 @@ def test_fit_plot_map_2d_panels():
 def test_fit_plot_frontier_envelope():
     flops = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     loss = np.array([5.0, 4.0, 4.5, 3.0, 3.5])
-    assert list(scaling.lower_envelope(flops, loss)) == [0, 1, 3]
+    assert list(scaling.lower_envelope(flops, loss, convex=False)) == [0, 1, 3]
+    assert list(scaling.lower_envelope(flops, loss)) == [0, 3]  # (2, 4) lies above in log-log
     n = np.repeat(np.geomspace(1e6, 1e8, 4), 6)
     d = np.tile(np.geomspace(1e4, 1e7, 6), 4)
     y = 1.7 + 400 * n**-0.34 + 400 * d**-0.28

@@ -140,3 +140,15 @@ def test_fit_floor_absent_is_reported_on_bound():
     y = (50.0 / x) ** 0.3 * (1 + 0.003 * np.random.default_rng(10).standard_normal(10))
     result = fit.power_law_floor(x, y)
     assert result.poorly_determined and "L_inf" in result.reason
+
+
+def test_fit_bnsl_two_breaks_recovers_and_wins_aicc():
+    truth = dict(a=0.1, b=3.0, c0=0.1, c1=0.6, d1=100.0, f1=0.2, c2=-0.4, d2=1e4, f2=0.2)
+    theta = [0.1, np.log(3.0), 0.1, 0.6, np.log(100.0), np.log(0.2), -0.4, np.log(1e4),
+             np.log(0.2)]
+    x = np.geomspace(1, 1e5, 50)
+    y = bnsl_form(2).predict(np.array(theta), x[:, None])
+    y = y * (1 + 0.003 * np.random.default_rng(0).standard_normal(x.size))
+    two = fit.bnsl(x, y, n_breaks=2)
+    _assert_recovered(two, truth)
+    assert fit.select([fit.bnsl(x, y, n_breaks=1), two])[0].result is two
