@@ -73,11 +73,22 @@ def scan_points(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss
 
 
 def fit_scan(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss") -> ScanFit:
-    """L = (x0/x)^alpha fitted to one scan (weighted by the seed spread where there are seeds)."""
+    """L = (x0/x)^alpha fitted to one scan.
+
+    With several seeds: in linear space, weighted by the spread over seeds (Großmann et al.'s
+    procedure). With one seed there is no per-point uncertainty, and the losses span decades, so
+    the fit is unweighted in log space (relative errors; Kaplan et al.'s log-log fits), which
+    keeps the smallest losses from being ignored.
+    """
     x_name, x, y, sigma = scan_points(df, grid, scan, metric)
     if len(x) < 2:
         raise ValueError(f"scan {scan!r} has {len(x)} finished point(s); a fit needs at least 2")
-    return ScanFit(scan, x_name, x, y, sigma, fit.power_law(x, y, sigma))
+    if sigma is not None and np.all(sigma > 0):
+        result = fit.power_law(x, y, sigma)
+    else:
+        result = fit.power_law(x, y, space="log")
+        sigma = None
+    return ScanFit(scan, x_name, x, y, sigma, result)
 
 
 def budget_check(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
@@ -99,7 +110,8 @@ def budget_check(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
                     continue
                 loss_a, loss_b = float(a["val/loss"].iloc[0]), float(b["val/loss"].iloc[0])
                 change = (loss_b - loss_a) / loss_a
-                rows.append({"scan": name, axis: end, "seed": seed,
+                rows.append({"scan": name, "axis": AXIS_X.get(axis, axis),
+                             "value": a[AXIS_X.get(axis, axis)].iloc[0], "seed": seed,
                              "epochs": int(a.epochs.iloc[0]), "steps": a.steps.iloc[0],
                              "val/loss": loss_a, "epochs (longer)": int(b.epochs.iloc[0]),
                              "steps (longer)": b.steps.iloc[0], "val/loss (longer)": loss_b,
@@ -119,3 +131,18 @@ def fits_table(fits: dict[str, ScanFit]) -> pd.DataFrame:
                      "x0": r.params["x0"], "AICc": r.aicc,
                      "poorly determined": bool(r.poorly_determined)})
     return pd.DataFrame(rows).set_index("scan")
+
+
+def budget_verdict(checks: pd.DataFrame) -> str:
+    """One plain sentence on whether the scans' end points are converged."""
+    if checks.empty:
+        return "this study has no budget checks, so convergence is not established"
+    passed = int(checks["converged (<5%)"].sum())
+    changes = checks["relative change"].abs()
+    span = f"{changes.min():.0%} to {changes.max():.0%}"
+    if passed == len(checks):
+        return (f"all {len(checks)} end points moved by less than 5% with twice the budget "
+                f"({span}): the fitted exponents describe converged models")
+    return (f"{passed} of {len(checks)} end points are converged; with twice the budget the loss "
+            f"moved by {span}, so these exponents describe this training budget, not converged "
+            f"models (more steps would lower every point, and not by the same factor)")

@@ -47,10 +47,12 @@ def test_seed_spread_becomes_sigma(tmp_path):
 def test_budget_check_flags_runs_that_still_improve(tmp_path, longer, passed):
     g = make_study(tmp_path, longer=longer)
     checks = analysis.budget_check(analysis.table(g), g)
-    assert list(checks["n_train"]) == [50, 800]
+    assert list(checks["value"]) == [50, 800] and set(checks["axis"]) == {"n_train"}
     assert list(checks["epochs (longer)"]) == [20, 20]
     assert checks["relative change"].to_numpy() == pytest.approx(longer - 1)
     assert checks["converged (<5%)"].all() == passed
+    verdict = analysis.budget_verdict(checks)
+    assert verdict.startswith("all 2") if passed else verdict.startswith("0 of 2")
 
 
 def test_fit_needs_two_finished_points(tmp_path):

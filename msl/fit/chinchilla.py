@@ -2,7 +2,7 @@
 
     L(N, D) = E + A / N^alpha + B / D^beta
 
-N = parameters (count them one way and say which: ``msl.compute``), D = training structures (or
+N = parameters (count them one way and say which: ``msl.models.count_params``), D = training structures (or
 tokens), L = loss. Fitted exactly as ``research/anchors.md`` §2.1-2.4 describe:
 
 * log-sum-exp parametrisation A = e^a, B = e^b, E = e^e, so that

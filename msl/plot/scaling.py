@@ -8,6 +8,7 @@ label is the caller's (it depends on the target).
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 from matplotlib import colors
 from matplotlib.figure import Figure
 
@@ -38,6 +39,8 @@ def loglog(ax, x, y, yerr=None, fit=None, label=None, band=True, *, color=None, 
             ax.fill_between(grid, *bounds, color=color, alpha=0.2, lw=0)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # minor labels collide on ranges under a decade
+        axis.set_minor_formatter(NullFormatter())
     if xlabel:
         ax.set_xlabel(xlabel)
     if ylabel:
