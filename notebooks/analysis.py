@@ -108,7 +108,7 @@ ok = df[df.status == "ok"].drop_duplicates("cell_id")
 fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
 scaling.frontier(ax, ok["flops"].to_numpy(), ok["val/loss"].to_numpy(), groups=ok["n_params"].to_numpy())
 ax.set_xlabel(analysis.X_LABEL["flops"])
-ax.set_ylabel("validation loss L");
+_ = ax.set_ylabel("validation loss L")
 
 # %% [markdown]
 # ## Findings

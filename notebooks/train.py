@@ -72,4 +72,4 @@ report.timing(record)
 report.summary(record)
 
 # %%
-plot.loss_curve(record);
+_ = plot.loss_curve(record)

@@ -68,7 +68,7 @@ def test_matches_the_model_on_the_data_pipelines_graph(model):
     for key in ("pos", "cell", "shift"):
         data[key] = data[key].double()
     out = model.eval()(Batch.from_data_list([data]))
-    assert atoms.get_potential_energy() == pytest.approx(float(out["energy"][0]), abs=1e-10)
+    assert atoms.get_potential_energy() == pytest.approx(float(out["energy"][0].detach()), abs=1e-10)
     assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
     np.testing.assert_allclose(atoms.get_forces(), out["forces"].detach().numpy(), atol=1e-10)
     np.testing.assert_allclose(atoms.get_stress(voigt=False), out["stress"][0].detach().numpy(),
