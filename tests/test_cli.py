@@ -34,3 +34,12 @@ def test_train_command_writes_the_same_record_as_the_notebook_path(tmp_path, tin
     summary = json.loads(out.stdout)
     record = json.loads((tmp_path / f"{summary['cell_id']}.json").read_text())
     assert record["status"] == "ok" and record["metrics"] == summary["metrics"]
+
+
+def test_corrupt_dataset_file_exits_2_naming_it(tmp_path):
+    bad = tmp_path / "broken.aselmdb"
+    bad.write_bytes(b"\x00not an lmdb file\xff" * 64)
+    records = tmp_path / "records"
+    out = msl("train", "--data-path", str(bad), "--record-dir", str(records))
+    assert out.returncode == 2 and "broken.aselmdb" in out.stderr, out.stderr
+    assert not records.exists()
