@@ -61,9 +61,22 @@ def analyse(grid_path: str) -> Path:
     papermill.execute_notebook(ANALYSIS_NOTEBOOK, str(partial), kernel_name="python3",
                                parameters={"study_dir": str(grid.study_dir.resolve())},
                                progress_bar=False, cwd=os.getcwd())
+    _hide_parameters(partial)
     os.replace(partial, out)
     print(f"analysis written to {out}")
     return out
+
+
+def _hide_parameters(path: Path) -> None:
+    """Tag the parameter cells ``remove-cell``: the book shows findings, not machine paths."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, path)
 
 
 def _dispatch(args) -> int:

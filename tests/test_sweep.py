@@ -42,6 +42,10 @@ def test_sweep_runs_every_cell_then_resumes_without_rerunning(study, tiny_pool):
     from msl.cli import analyse
     out = analyse(str(study))
     assert out.exists() and "alpha" in out.read_text()
+    import nbformat
+    cells = nbformat.read(out, as_version=4).cells
+    hidden = [c for c in cells if "remove-cell" in c.metadata.get("tags", [])]
+    assert {t for c in hidden for t in c.metadata["tags"]} >= {"parameters", "injected-parameters"}
 
 
 def test_kill_9_mid_sweep_then_resume(study, tiny_pool):
