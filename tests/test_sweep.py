@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -93,3 +94,26 @@ def test_dry_run_lists_without_running(study, tiny_pool, capsys):
 
 def test_cells_match_grid_expansion(study):
     assert len(grid.load(study).cells()) == 4
+
+
+def test_book_builds_from_an_executed_analysis(tmp_path):
+    """The last step of the pipeline: Jupyter Book renders an executed analysis (no re-execution),
+    with the glued findings in the text. Uses the committed CI-study records."""
+    from msl.cli import analyse
+
+    study = tmp_path / "study"
+    shutil.copytree(FIXTURE.parent, study)
+    analyse(str(study))
+    book = tmp_path / "book"
+    book.mkdir()
+    shutil.copy("_config.yml", book / "_config.yml")
+    shutil.copy(study / "analysis.ipynb", book / "analysis.ipynb")
+    (book / "intro.md").write_text("# CI book\n\nThe CI study.\n")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: analysis\n")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    out = subprocess.run([str(jb), "build", str(book)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    page = (book / "_build" / "html" / "analysis.html").read_text()
+    text = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+    assert "Data scaling over D = 16 to 64 : \\(\\alpha_D\\) =" in text
+    assert str(study) not in text  # the parameter cells (machine paths) are hidden

@@ -1,0 +1,110 @@
+"""OptiMetal2B with TransformerConv message passing (the paper's "2B-TC", energy variant).
+
+The network of :mod:`msl.models.optimetal` with each CGC convolution replaced by graph attention
+(Shi et al. 2021, torch-geometric's :class:`~torch_geometric.nn.TransformerConv`, as in Großmann
+et al.'s 2B-TC: ``HEADS`` heads of width d_h/HEADS, concatenated, ``beta`` gating, the Gaussian
+distance features as ``edge_dim``). Embedding, Gaussian basis, envelope, residual MLPs and the
+readout are those of OptiMetal2B (this family subclasses it), so the two 2B families differ only
+in the convolution.
+
+One size dial: ``size`` indexes ``WIDTHS`` (the same ladder as optimetal2b). Parameter counts of
+every rung are pinned by ``tests/models/test_models_variants.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch_geometric.nn import TransformerConv
+
+from msl.models.optimetal import CUTOFF, N_BLOCKS, N_RBF, WIDTHS, OptiMetal2B
+
+HEADS = 2  # attention heads per convolution (the paper's 2B-TC); every width is divisible by it
+
+
+class EnvelopeTransformerConv(TransformerConv):
+    """TransformerConv whose attention vanishes smoothly at the cutoff; returns ``x + TC(x)``.
+
+    With TransformerConv's own parameters, per head (C channels, edge j -> i, e_ij the edge
+    features, u_ij the envelope):
+
+        s_ij     = (W_q x_i) . (W_k x_j + W_e e_ij) / sqrt(C)
+        a_ij     = u_ij exp(s_ij) / (1 + sum_k u_ik exp(s_ik))
+        m_i      = sum_j a_ij (W_v x_j + W_e e_ij)            (heads concatenated)
+        beta_i   = sigmoid(w_b . [m_i, W_s x_i, m_i - W_s x_i])
+        x_i'     = x_i + beta_i W_s x_i + (1 - beta_i) m_i
+
+    Why not just multiply PyG's softmax by u_ij: a neighbour entering the cutoff would enter the
+    softmax denominator with its full weight exp(s_ij) while u_ij ~ 0, so every other weight of
+    atom i (and the energy) would jump. Putting u_ij inside the softmax, on the numerator and in
+    the sum of the denominator, makes a_ij and all other weights smooth in every distance.
+    The ``1 +`` is a null neighbour with score 0: without it a lone neighbour would get weight 1
+    however close to the cutoff it is (u/u = 1), and an atom with no neighbours would divide by 0.
+
+    The softmax subtracts the per-atom max of the scores (over neighbours with u > 0 and the null
+    neighbour), detached. The value of a_ij does not depend on the shift, so treating it as a
+    constant gives exact first and second derivatives (double backward is checked by the tests).
+    Edges beyond the cutoff (u = 0) take part in the max too: masking them out would need a
+    ``where`` whose derivative in u is wrong at u = 0, and scores are O(1), far from underflow.
+    """
+
+    def __init__(self, channels: int, edge_dim: int, heads: int = HEADS):
+        super().__init__(channels, channels // heads, heads=heads, concat=True, beta=True,
+                         edge_dim=edge_dim)
+
+    def forward(self, x, edge_index, edge_attr, edge_weight):  # noqa: D102 (see class docstring)
+        n_heads, c = self.heads, self.out_channels
+        src, dst = edge_index
+        query = self.lin_query(x).view(-1, n_heads, c)
+        key = self.lin_key(x).view(-1, n_heads, c)
+        value = self.lin_value(x).view(-1, n_heads, c)
+        edge = self.lin_edge(edge_attr).view(-1, n_heads, c)
+        score = (query[dst] * (key[src] + edge)).sum(-1) / math.sqrt(c)  # [E, H]
+        alpha = enveloped_softmax(score, edge_weight, dst, x.shape[0])
+        message = (alpha.unsqueeze(-1) * (value[src] + edge)).view(-1, n_heads * c)
+        m = x.new_zeros(x.shape[0], n_heads * c).index_add(0, dst, message)
+        x_r = self.lin_skip(x)
+        beta = self.lin_beta(torch.cat([m, x_r, m - x_r], dim=-1)).sigmoid()
+        return x + beta * x_r + (1 - beta) * m
+
+
+def enveloped_softmax(score, weight, index, n_nodes):
+    """``weight * exp(score) / (1 + sum over index of weight * exp(score))``, per column.
+
+    ``score`` [E, H], ``weight`` [E] >= 0, ``index`` [E] the group (target atom) of each row.
+    See :class:`EnvelopeTransformerConv` for why the weight sits inside and for the ``1 +``.
+    """
+    shift = score.new_zeros(n_nodes, score.shape[1])  # 0 is the null neighbour's score
+    shift = shift.scatter_reduce(0, index.unsqueeze(-1).expand_as(score), score.detach(),
+                                 reduce="amax", include_self=True)
+    numer = weight.unsqueeze(-1) * torch.exp(score - shift[index])
+    denom = torch.exp(-shift).index_add(0, index, numer)
+    return numer / denom[index]
+
+
+class OptiMetal2BTC(OptiMetal2B):
+    """OptiMetal2B of hidden width ``width`` with :class:`EnvelopeTransformerConv` convolutions.
+
+    Reuses OptiMetal2B's ``atom_features`` unchanged: ``h = conv(h, edges, rbf, envelope)`` then
+    ``h = h + MLP(LayerNorm(h))`` per block. The attention weights sum to less than one, so the
+    messages need no 1/sqrt(neighbours) scale; the Gaussian features keep ``RBF_SCALE``.
+    """
+
+    def __init__(self, width: int, n_blocks: int = N_BLOCKS, n_rbf: int = N_RBF,
+                 cutoff: float = CUTOFF, heads: int = HEADS):
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        super().__init__(width, n_blocks, n_rbf, cutoff)
+        # replaces the parent's CGC convolutions (built and dropped: a negligible cost)
+        self.convs = nn.ModuleList(EnvelopeTransformerConv(width, n_rbf, heads)
+                                   for _ in range(n_blocks))
+
+
+def build(size: int) -> OptiMetal2BTC:
+    """Rung ``size`` of the ladder (0 <= size < len(WIDTHS))."""
+    return OptiMetal2BTC(WIDTHS[size])
+
+
+LADDER = WIDTHS
