@@ -16,6 +16,7 @@ from pathlib import Path
 from msl.config import CellConfig
 
 ANALYSIS_NOTEBOOK = "notebooks/analysis.ipynb"
+DATA_NOTEBOOK = "notebooks/data.ipynb"
 
 
 def _train_parser(sub) -> None:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1, help="cells run at once")
         p.add_argument("--timeout", type=float, default=None, help="seconds per notebook cell")
         p.add_argument("--dry-run", action="store_true", help="validate and list, run nothing")
-    p = sub.add_parser("analyse", help="execute the analysis notebook for a study (no training)")
+    p = sub.add_parser("analyse", help="execute the data and analysis notebooks of a study (no training)")
     p.add_argument("grid", help="book/<study>/grid.yaml or its folder")
     p = sub.add_parser("data", help="generate the embedded EMT dataset")
     p.add_argument("--n", type=int, required=True, help="structures to generate")
@@ -50,20 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def analyse(grid_path: str) -> Path:
-    """Execute the analysis notebook for a study into ``<study>/analysis.ipynb``."""
-    import papermill
-
+    """Execute the data-overview and analysis notebooks of a study into ``<study>/data.ipynb``
+    and ``<study>/analysis.ipynb`` (no training); returns the analysis notebook's path."""
     from msl.grid import load
 
     grid = load(grid_path)
-    out = grid.study_dir / "analysis.ipynb"
-    partial = out.with_name(f".analysis.{os.getpid()}.partial.ipynb")
-    papermill.execute_notebook(ANALYSIS_NOTEBOOK, str(partial), kernel_name="python3",
-                               parameters={"study_dir": str(grid.study_dir.resolve())},
-                               progress_bar=False, cwd=os.getcwd())
+    first = grid.cells()[0][0]
+    _execute(DATA_NOTEBOOK, grid.study_dir / "data.ipynb",
+             {"data_path": first.data_path, "pool_size": first.pool_size,
+              "data_seed": first.data_seed})
+    return _execute(ANALYSIS_NOTEBOOK, grid.study_dir / "analysis.ipynb",
+                    {"study_dir": str(grid.study_dir.resolve())})
+
+
+def _execute(notebook: str, out: Path, parameters: dict) -> Path:
+    import papermill
+
+    partial = out.with_name(f".{out.stem}.{os.getpid()}.partial.ipynb")
+    papermill.execute_notebook(notebook, str(partial), kernel_name="python3",
+                               parameters=parameters, progress_bar=False, cwd=os.getcwd())
     _hide_parameters(partial)
     os.replace(partial, out)
-    print(f"analysis written to {out}")
+    print(f"{out} written")
     return out
 
 

@@ -43,6 +43,7 @@ def test_sweep_runs_every_cell_then_resumes_without_rerunning(study, tiny_pool):
     from msl.cli import analyse
     out = analyse(str(study))
     assert out.exists() and "alpha" in out.read_text()
+    assert "distinct formulas" in (study / "data.ipynb").read_text()
     import nbformat
     cells = nbformat.read(out, as_version=4).cells
     hidden = [c for c in cells if "remove-cell" in c.metadata.get("tags", [])]

@@ -17,42 +17,45 @@ import numpy as np
 import pytest
 
 import msl.fit as fit
+from msl import published
 from msl.fit.forms import BROKEN_POWER_LAW
 
-D = np.array([2500, 5000, 10000, 20000, 40000, 80000, 160000.0])
-LOSS_VS_D = {
-    "2B-CGC": [1.5784, 1.3872, 1.2263, 1.0650, 0.8957, 0.7349, 0.5770],
-    "2B-TC": [1.6528, 1.4581, 1.2758, 1.0476, 0.8683, 0.7145, 0.5679],
-    "3B-TC": [1.4541, 1.2756, 1.1142, 0.9379, 0.7654, 0.6214, 0.4937],
-}
-N = {
-    "2B-CGC": [278627, 585507, 1296035, 3104163, 8268707, 24790947, 82608035],
-    "2B-TC": [278275, 583779, 1288483, 3072675, 8140195, 24271779, 80521123],
-    "3B-TC": [291827, 635459, 1490147, 3869219, 11306147, 36895139, 130933667],
-}
-LOSS_VS_N = {
-    "2B-CGC": [1.2932, 1.1907, 1.1333, 1.0955, 1.0590, 1.0374, 1.0206],
-    "2B-TC": [1.2568, 1.1855, 1.1442, 1.0874, 1.0678, 1.0444, 1.0448],
-    "3B-TC": [1.1199, 1.0696, 1.0272, 0.9653, 0.9440, 0.9249, 0.9279],
-}
+# The published numbers live in msl.published (papers.md §2.5 and §2.8, with sources there).
+D = published.DATA_SCAN_D
+LOSS_VS_D = published.DATA_SCAN_LOSS
+N = published.PARAM_SCAN_N
+LOSS_VS_N = published.PARAM_SCAN_LOSS
+
+
+def _table(scan, form):
+    """{model: {param: (value, stderr), "log10_<scale>": log10 value, "aicc": AICc}}.
+
+    Scales (x_c, x0) are compared in log10 only; their published standard errors are ignored.
+    """
+    out = {}
+    for model, row in published.FITS[scan][form]["models"].items():
+        entry = {}
+        for name, (value, err) in row["params"].items():
+            if name in ("x_c", "x0"):
+                entry[f"log10_{name}"] = math.log10(value)
+            else:
+                entry[name] = (value, err)
+        out[model] = {**entry, "aicc": row["aicc"]}
+    return out
+
+
 # Published (value, stderr) and AICc; Tab. 1 of the paper as reproduced in papers.md §2.8.
-DATA_BROKEN = {
-    "2B-CGC": dict(alpha_1=(0.15, 0.005), alpha_2=(0.42, 0.01), log10_x_c=4.72, aicc=-57.74),
-    "2B-TC": dict(alpha_1=(0.18, 0.01), alpha_2=(0.39, 0.03), log10_x_c=4.62, aicc=-44.88),
-    "3B-TC": dict(alpha_1=(0.17, 0.01), alpha_2=(0.38, 0.02), log10_x_c=4.43, aicc=-57.70),
-}
-PARAM_FLOOR = {
-    "2B-CGC": dict(alpha=(0.53, 0.03), L_inf=(1.01, 0.005), log10_x0=4.40, aicc=-60.97),
-    "2B-TC": dict(alpha=(0.58, 0.06), L_inf=(1.03, 0.01), log10_x0=4.33, aicc=-54.73),
-    "3B-TC": dict(alpha=(0.41, 0.09), L_inf=(0.89, 0.02), log10_x0=3.95, aicc=-51.17),
-}
-DATA_SIMPLE = {"2B-CGC": (0.23, -36.20), "2B-TC": (0.24, -34.87), "3B-TC": (0.25, -39.91)}
-PARAM_BROKEN_AICC = {"2B-CGC": -48.73, "2B-TC": -56.10, "3B-TC": -47.24}
-MODELS = list(LOSS_VS_D)
+DATA_BROKEN = _table("data", "broken_power_law")
+PARAM_FLOOR = _table("params", "power_law_floor")
+DATA_SIMPLE = {m: (row["params"]["alpha"][0], row["aicc"])
+               for m, row in published.FITS["data"]["power_law"]["models"].items()}
+PARAM_BROKEN_AICC = {m: row["aicc"]
+                     for m, row in published.FITS["params"]["broken_power_law"]["models"].items()}
+MODELS = list(published.MODELS)
 
 
-def _agree(result, published):
-    for name, spec in published.items():
+def _agree(result, row):
+    for name, spec in row.items():
         if isinstance(spec, tuple):
             value, err = spec
             assert abs(result.params[name] - value) <= 2 * max(err, 0.005), (name, result)
