@@ -40,6 +40,6 @@ fixtures: install
 	rm -rf tests/fixtures/study/runs tests/fixtures/study/checkpoints
 
 notebooks: install
-	cd notebooks && for nb in train analysis data; do \
+	cd notebooks && for nb in train analysis data published; do \
 	  ../$(BIN)/jupytext --to ipynb $$nb.py -q && \
 	  ../$(BIN)/papermill $$nb.ipynb $$nb.ipynb -k python3 --cwd . --no-progress-bar || exit 1; done
