@@ -10,10 +10,12 @@ import numbers
 
 from torch import nn
 
-from msl.models import optimetal
+from msl.models import optimetal, optimetal3b, optimetal_tc
 
 MODELS = {
     "optimetal2b": optimetal,  # invariant CGC message passing, energy + forces + stress
+    "optimetal2b_tc": optimetal_tc,  # optimetal2b with envelope-weighted TransformerConv attention
+    "optimetal3b": optimetal3b,  # optimetal2b plus three-body (angle) messages over bond pairs < 4 Å
 }
 
 
