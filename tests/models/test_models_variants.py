@@ -1,12 +1,10 @@
-"""Physics, ladder and training checks of the optimetal2b_tc and optimetal3b families, in float64.
+"""Checks specific to the optimetal2b_tc and optimetal3b families, in float64.
 
-The physics checks of ``test_models_physics.py`` are imported and re-run here against this
-module's ``model`` fixture (pytest resolves a test's fixtures in the module that collects it), so
-the two families pass exactly the same invariance, finite-difference, batching and cutoff tests
-as every family in ``MODELS``. Added here: continuity when a third atom crosses a cutoff while
-other neighbours stay (5 Å, and 4 Å for the three-body terms), with controls showing that the
+The shared physics checks (``test_models_physics.py``) and pinned ladders
+(``test_models_ladder.py``) run on every family in ``MODELS``, these two included. Added here:
+continuity when a third atom crosses a cutoff while other neighbours stay (5 Å, and 4 Å for the three-body terms), with controls showing that the
 test catches the naive formulations; the triplet list against brute force; the double backward
-of the enveloped softmax; pinned parameter counts; two training steps.
+of the enveloped softmax; two training steps.
 """
 
 import copy
@@ -20,52 +18,13 @@ from torch_geometric.data import Batch
 from torch_geometric.utils import softmax
 
 from msl import targets
-from msl.models import count_params, optimetal3b, optimetal_tc
-from test_models_physics import (  # noqa: F401 (collected here, run on this module's `model`)
-    alloy, evaluate_one, test_atoms_beyond_the_cutoff_are_independent,
-    test_batch_equals_each_structure_alone, test_batch_with_a_cluster_without_stress,
-    test_edges_beyond_the_cutoff_contribute_nothing,
-    test_energy_is_continuous_as_a_pair_crosses_the_cutoff,
-    test_forces_are_minus_the_energy_gradient,
-    test_isolated_atom, test_lattice_translation_of_one_atom_changes_nothing,
-    test_model_is_not_trivial, test_net_force_vanishes_in_a_periodic_cell,
-    test_periodic_energy_is_continuous_across_the_cutoff,
-    test_permutation_invariance_and_equivariance, test_rotation_invariance_and_equivariance,
-    test_stress_is_the_strain_derivative, test_translation_invariance, to_data)
+from msl.models import optimetal3b, optimetal_tc
+from test_models_physics import alloy, evaluate_one, to_data
 
 torch.set_num_threads(2)
 
 FAMILIES = {"optimetal2b_tc": optimetal_tc, "optimetal3b": optimetal3b}
 
-# family -> (n_params, n_params_no_embed) of every rung, in ladder order (optimetal.WIDTHS)
-PINNED = {
-    "optimetal2b_tc": [
-        (3_097, 2_289),          # width 8
-        (5_845, 4_633),          # 12
-        (9_393, 7_777),          # 16
-        (18_889, 16_465),        # 24
-        (31_585, 28_353),        # 32
-        (66_577, 61_729),        # 48
-        (114_369, 107_905),      # 64
-        (248_353, 238_657),      # 96
-        (433_537, 420_609),      # 128
-        (957_505, 938_113),      # 192
-        (1_686_273, 1_660_417),  # 256
-    ],
-    "optimetal3b": [
-        (5_009, 4_201),          # width 8
-        (10_201, 8_989),         # 12
-        (17_185, 15_569),        # 16
-        (36_529, 34_105),        # 24
-        (63_041, 59_809),        # 32
-        (137_569, 132_721),      # 48
-        (240_769, 234_305),      # 64
-        (533_185, 523_489),      # 96
-        (940_289, 927_361),      # 128
-        (2_098_561, 2_079_169),  # 192
-        (3_715_585, 3_689_729),  # 256
-    ],
-}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -213,21 +172,6 @@ def test_legendre_polynomials():
 
 
 # ------------------------------------------------------------------ ladder
-
-
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_parameter_counts_are_pinned_and_span_the_ladder(name):
-    counts = [count_params(FAMILIES[name].build(size)) for size in range(len(PINNED[name]))]
-    assert len(FAMILIES[name].LADDER) == len(PINNED[name])
-    assert [(c["n_params"], c["n_params_no_embed"]) for c in counts] == PINNED[name]
-    n = [c["n_params"] for c in counts]
-    n_no_embed = [c["n_params_no_embed"] for c in counts]
-    assert all(a < b for a, b in zip(n, n[1:]))
-    assert all(a < b for a, b in zip(n_no_embed, n_no_embed[1:]))
-    assert max(n) / min(n) >= 10**1.5
-
-
-# ------------------------------------------------------------------ training
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
