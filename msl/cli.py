@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("grid", help="book/<study>/grid.yaml or its folder")
         p.add_argument("--workers", type=int, default=1, help="cells run at once")
-        p.add_argument("--timeout", type=float, default=None, help="seconds per notebook cell")
+        p.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
         p.add_argument("--dry-run", action="store_true", help="validate and list, run nothing")
     p = sub.add_parser("analyse", help="execute the data and analysis notebooks of a study (no training)")
     p.add_argument("grid", help="book/<study>/grid.yaml or its folder")

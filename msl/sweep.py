@@ -16,6 +16,7 @@ do not oversubscribe the cores. On a cluster, :mod:`msl.slurm` submits the same 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -77,6 +78,8 @@ def run(grid_path: str | Path, workers: int = 1, timeout: float | None = None,
     """Run every unfinished cell of the grid; returns one Outcome per cell executed."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if timeout is not None and timeout < 1:
+        raise ValueError(f"timeout must be at least 1 second per notebook cell, got {timeout}")
     grid = load(grid_path)
     cells = check(grid, progress)
     todo = pending(grid, cells)
@@ -122,12 +125,22 @@ def execute(notebook: str, parameters: dict, run_dir: str, threads: int,
     partial = final.with_name(f".{cell_id}.{os.getpid()}.partial.ipynb")
     start = time.perf_counter()
     error = ""
-    try:
-        papermill.execute_notebook(notebook, str(partial), parameters=parameters,
-                                   kernel_name=KERNEL, progress_bar=False,
-                                   execution_timeout=timeout, cwd=os.getcwd())
-    except Exception as err:  # the cell's own failed record says what went wrong
-        error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+    # the kernel's own stderr (jupyter's warnings, native library messages) goes to a per-cell
+    # log beside the executed notebook instead of through the sweep's progress bar
+    with open(final.with_suffix(".log"), "w") as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            papermill.execute_notebook(notebook, str(partial), parameters=parameters,
+                                       kernel_name=KERNEL, progress_bar=False,
+                                       execution_timeout=None if timeout is None
+                                       else math.ceil(timeout), cwd=os.getcwd())
+        except Exception as err:  # the cell's own failed record says what went wrong
+            lines = str(err).strip().splitlines()
+            error = f"{type(err).__name__}: {lines[-1] if lines else ''}"
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
     if partial.exists():
         os.replace(partial, final)
     return Outcome(cell_id, not error, time.perf_counter() - start, error)

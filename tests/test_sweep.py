@@ -33,6 +33,7 @@ def test_sweep_runs_every_cell_then_resumes_without_rerunning(study, tiny_pool):
     assert {r["status"] for r in records} == {"ok"} and len(records) == 4
     for r in records:
         assert (study / "runs" / f"{r['cell_id']}.ipynb").exists()
+        assert (study / "runs" / f"{r['cell_id']}.log").exists()
         assert r["metrics"]["val/forces_mae"] > 0 and r["n_params"] > 0
     assert sweep.run(study, workers=2, progress=False) == []  # everything done: nothing runs
     victim = records[0]["cell_id"]
@@ -118,3 +119,16 @@ def test_book_builds_from_an_executed_analysis(tmp_path):
     text = " ".join(re.sub(r"<[^>]+>", " ", page).split())
     assert "Data scaling over D = 16 to 64 : \\(\\alpha_D\\) =" in text
     assert str(study) not in text  # the parameter cells (machine paths) are hidden
+
+
+def test_a_cell_that_fails_is_reported_and_runs_again_next_time(study, tiny_pool):
+    """A per-cell timeout kills the notebook: the sweep reports it (no exception), keeps the
+    executed notebook for inspection, writes no finished record, and a later sweep retries it."""
+    text = (study / "grid.yaml").read_text().replace("[16, 32, 64]", "[16, 32]")
+    text = text.replace("size: [0, 1]", "size: [0, 1]\n    n_val: 16")
+    (study / "grid.yaml").write_text(text)
+    outcomes = sweep.run(study, workers=1, timeout=1, progress=False)
+    assert outcomes and not any(o.ok for o in outcomes)
+    assert all("Timeout" in o.error or "timed out" in o.error.lower() for o in outcomes), outcomes
+    assert not results.load(study, status="ok")
+    assert len(sweep.pending(grid.load(study), grid.load(study).cells())) == len(outcomes)
