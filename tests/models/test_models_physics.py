@@ -92,7 +92,12 @@ def model(request):
 
     Module-scoped and shared: tests must not modify it (copy it first).
     """
-    name = request.param
+    return perturbed(request.param)
+
+
+def perturbed(name: str):
+    """Rung 1 of family ``name`` in float64, weights perturbed so that the many-body terms are
+    not negligible, with a random per-element reference and a non-unit energy scale."""
     torch.manual_seed(0)
     size = min(1, len(MODELS[name].LADDER) - 1)
     m = build_model(name, size).double().eval()

@@ -19,7 +19,7 @@ from torch_geometric.utils import softmax
 
 from msl import targets
 from msl.models import optimetal3b, optimetal_tc
-from test_models_physics import alloy, evaluate_one, to_data
+from test_models_physics import alloy, evaluate_one, perturbed, to_data
 
 torch.set_num_threads(2)
 
@@ -30,15 +30,7 @@ FAMILIES = {"optimetal2b_tc": optimetal_tc, "optimetal3b": optimetal3b}
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def model(request):
     """Rung 1 in float64, perturbed, with a random reference (the recipe of the physics tests)."""
-    torch.manual_seed(0)
-    m = FAMILIES[request.param].build(1).double().eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        m.atom_ref.uniform_(-6.0, -1.0, generator=gen)
-        m.energy_scale.fill_(2.5)
-    return m
+    return perturbed(request.param)
 
 
 # ------------------------------------------------------------------ a third atom crosses a cutoff
