@@ -32,7 +32,6 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FormatStrFormatter
 from myst_nb import glue
 
 from msl import published, reanalysis
@@ -100,8 +99,7 @@ for ax, scan in zip(axes, reanalysis.SCANS):
         ax.plot(grid, result.predict(grid), style, color="0.4", lw=1.2,
                 label=f"2B-CGC {which} 3: alpha = {result.params['alpha']:.3f}")
     ax.set_title(f"{scan} scan: {form}")
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    scaling.plain_y_ticks(ax)
     ax.legend(frameon=False, fontsize=7)
 _ = fig
 
@@ -142,8 +140,7 @@ for row, scan in zip(axes, reanalysis.SCANS):
         ax.set_xlabel(scaling.D_LABEL if scan == "data" else scaling.N_LABEL)
         ax.set_ylabel("L_val")
         ax.set_title(f"{model}, {scan} scan")
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        scaling.plain_y_ticks(ax)
         ax.legend(frameon=False, fontsize=6)
 _ = fig
 
@@ -170,8 +167,7 @@ for ax, (model, loss) in zip(axes, published.GRID_LOSS_AT_D.items()):
         ax.plot(n, reanalysis.map_prediction(model, n, np.full(n.size, float(d))), "-",
                 color="0.5", lw=0.8)
     ax.set_title(f"{model} (grey: published 2D map)")
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    scaling.plain_y_ticks(ax)
     ax.legend(frameon=False, fontsize=7)
 _ = fig
 

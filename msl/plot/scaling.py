@@ -8,7 +8,7 @@ label is the caller's (it depends on the target).
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from matplotlib import colors
 from matplotlib.figure import Figure
 
@@ -142,6 +142,14 @@ def _mappable(norm, cm):
     from matplotlib.cm import ScalarMappable
 
     return ScalarMappable(norm=norm, cmap=cm)
+
+
+def plain_y_ticks(ax):
+    """Label the y axis of a log plot with plain numbers (major and minor ticks), for losses
+    that span less than a decade, where 10^x labels would leave the axis almost unlabelled."""
+    for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%g"))
+    return ax
 
 
 def lower_envelope(flops, loss, convex=True):

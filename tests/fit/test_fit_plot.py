@@ -56,3 +56,16 @@ def test_fit_plot_frontier_envelope():
     assert ax.get_xlabel() == "C (training FLOPs)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "lower envelope" in labels and "fitted L_opt(C)" in labels
+
+
+def test_plain_y_ticks_labels_log_axes_with_plain_numbers():
+    import matplotlib.pyplot as plt
+
+    from msl.plot import scaling
+
+    fig, ax = plt.subplots()
+    ax.set_yscale("log")
+    scaling.plain_y_ticks(ax)
+    assert ax.yaxis.get_major_formatter()(0.5, 0) == "0.5"
+    assert ax.yaxis.get_minor_formatter()(0.7, 0) == "0.7"
+    plt.close(fig)
