@@ -1,29 +1,59 @@
 """Model families: a plain dict from family name to its module, and one size dial per family.
 
-Each family module defines ``LADDER`` (one entry per rung) and ``build(size)``; rung ``size`` is
-the only knob a grid turns. Add a family by adding a module and one line to ``MODELS``.
+Each family module defines ``LADDER`` (one entry per rung) and ``build(size, **dims)``; rung
+``size`` is the only knob a grid turns (``dims`` are fixed by the data, such as the length of a
+spectrum). Modules are imported on first use, so that a study of one family does not pay for
+importing another's libraries (fairchem-core takes seconds). Add a family by adding a module and
+one line to ``MODELS``.
+
+Two kinds of family, told apart by the module attribute ``TASK``:
+
+- ``"potential"``: energy (eV), forces (eV/Å), stress (eV/Å^3) of a structure, see
+  :mod:`msl.models.potential` (conservative or with direct heads);
+- ``"spectral"``: a spectrum on a fixed grid plus one scalar per structure, see
+  :mod:`msl.models.optimetal_spectral`.
 """
 
 from __future__ import annotations
 
+import importlib
 import numbers
 
 from torch import nn
 
-from msl.models import optimetal, optimetal3b, optimetal_tc
-
 MODELS = {
-    "optimetal2b": optimetal,  # invariant CGC message passing, energy + forces + stress
-    "optimetal2b_tc": optimetal_tc,  # optimetal2b with envelope-weighted TransformerConv attention
-    "optimetal3b": optimetal3b,  # optimetal2b plus three-body (angle) messages over bond pairs < 4 Å
+    # potentials (energy, forces, stress)
+    "optimetal2b": "msl.models.optimetal",  # invariant CGC message passing, conservative
+    "optimetal2b_tc": "msl.models.optimetal_tc",  # optimetal2b with envelope-weighted attention
+    "optimetal3b": "msl.models.optimetal3b",  # optimetal2b plus three-body (angle) messages
+    # spectral (spectrum on a grid + scalar), Großmann et al.'s OptiMetal models
 }
 
 
+class _Variant:
+    """A family that is one variant of a module holding several (``module:variant``)."""
+
+    def __init__(self, module, variant: str):
+        self.module, self.variant = module, variant
+        self.LADDER = module.LADDER
+        self.TASK = getattr(module, "TASK", "potential")
+
+    def build(self, size: int, **dims):
+        return self.module.build(size, variant=self.variant, **dims)
+
+
 def family(name: str):
-    """The module of family ``name``; unknown names raise, listing the known ones."""
+    """The module of family ``name`` (imported now); unknown names raise, listing the known."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    return MODELS[name]
+    path, _, variant = MODELS[name].partition(":")
+    module = importlib.import_module(path)
+    return _Variant(module, variant) if variant else module
+
+
+def task(name: str) -> str:
+    """``"potential"`` or ``"spectral"``: what family ``name`` predicts."""
+    return getattr(family(name), "TASK", "potential")
 
 
 def check_size(name: str, size: int) -> None:
@@ -35,10 +65,14 @@ def check_size(name: str, size: int) -> None:
         raise ValueError(f"size {size!r} is not a rung of {name!r}: choose 0..{len(ladder) - 1}")
 
 
-def build_model(name: str, size: int) -> nn.Module:
-    """Build rung ``size`` of family ``name`` (freshly initialised, on CPU)."""
+def build_model(name: str, size: int, **dims) -> nn.Module:
+    """Build rung ``size`` of family ``name`` (freshly initialised, on CPU).
+
+    ``dims``: sizes fixed by the data, passed to the family's ``build`` (spectral families take
+    ``n_grid``, the length of the spectrum; its default is the embedded dataset's grid).
+    """
     check_size(name, size)
-    return family(name).build(size)
+    return family(name).build(size, **dims)
 
 
 def count_params(model: nn.Module) -> dict[str, int]:

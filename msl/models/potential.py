@@ -1,8 +1,18 @@
-"""Conservative energy models: energy from atoms, forces and stress from autograd.
+"""Energy models: the output contract every energy family keeps, conservative or direct.
 
-Every energy family subclasses :class:`Potential` and implements :meth:`Potential.atom_features`,
-which maps atomic numbers and edge vectors to one invariant scalar per atom. This module turns that
-into physical outputs the same way for every family:
+Every energy model's ``forward(batch, forces=True, stress=True)`` returns a dict with
+``energy`` [B] (eV), ``forces`` [n_atoms, 3] (eV/Å) and ``stress`` [B, 3, 3] (eV/Å^3, ASE sign),
+leaving out what was not asked for. Two base classes, both built on :class:`EnergyModel`
+(per-element reference energies, output scales, edge vectors from ``pos``, ``cell`` and
+``shift``):
+
+- :class:`Potential` (conservative): subclasses implement :meth:`Potential.atom_features`,
+  which maps atomic numbers and edge vectors to one invariant scalar per atom;
+- :class:`DirectPotential` (direct heads, as Trikha et al.'s transformer and EquiformerV2 have):
+  subclasses implement :meth:`DirectPotential.heads`, returning per-atom energies, forces and a
+  stress per structure, each of order one; this class scales them to eV, eV/Å and eV/Å^3.
+
+:class:`Potential` turns per-atom energies into physical outputs the same way for every family:
 
 - energy ``E = sum_atoms (energy_scale * y_a + atom_ref[z_a])`` in eV, where ``atom_ref`` is a
   per-element reference energy fitted by least squares on the training set (:meth:`fit_reference`);
@@ -20,14 +30,66 @@ from torch import nn
 MAX_Z = 100
 
 
-class Potential(nn.Module):
-    """Base class of the energy families; subclasses define ``atom_features``."""
+class EnergyModel(nn.Module):
+    """What every energy family shares: ``cutoff`` (Å, for the neighbour lists), per-element
+    reference energies and the output scales (buffers: saved, not trained, not counted in N)."""
+
+    conservative = False  # forces are -dE/dpos (True) or a separate head (False)
 
     def __init__(self, cutoff: float):
         super().__init__()
         self.cutoff = float(cutoff)
         self.register_buffer("atom_ref", torch.zeros(MAX_Z + 1))
         self.register_buffer("energy_scale", torch.ones(()))
+        self.register_buffer("force_scale", torch.ones(()))
+        self.register_buffer("stress_scale", torch.ones(()))
+
+    @torch.no_grad()
+    def set_output_scales(self, forces: float, stress: float) -> None:
+        """Typical force (eV/Å) and stress (eV/Å^3) of the training set: what a direct head's
+        order-one output is multiplied by. Conservative models ignore them (their forces and
+        stress scale with ``energy_scale``)."""
+        self.force_scale.fill_(float(forces))
+        self.stress_scale.fill_(float(stress))
+
+    @staticmethod
+    def edge_vectors(batch, pos, cell) -> torch.Tensor:
+        """``r_ij = pos[j] - pos[i] + shift @ cell`` [n_edges, 3] in Å (see msl.graph)."""
+        src, dst = batch.edge_index
+        offsets = torch.einsum("ei,eij->ej", batch.shift.to(pos.dtype), cell[batch.batch[dst]])
+        return pos[src] - pos[dst] + offsets
+
+    def total_energy(self, y, z, batch, n_graphs) -> torch.Tensor:
+        """Energy per structure (eV) from per-atom outputs ``y`` of order one."""
+        e_atom = self.energy_scale * y + self.atom_ref[z]
+        energy = torch.zeros(n_graphs, dtype=e_atom.dtype, device=e_atom.device)
+        return energy.index_add(0, batch, e_atom)
+
+    @torch.no_grad()
+    def fit_reference(self, numbers: np.ndarray, n_atoms: np.ndarray, energy: np.ndarray):
+        """Fit per-element reference energies and the residual per-atom scale on training data.
+
+        Solves ``energy_s ~ sum_z count_{s,z} ref_z`` by least squares (elements absent from the
+        training set keep 0) and sets ``energy_scale`` to the standard deviation of the residual
+        energy per atom (eV), so that the network's output is of order one. These are buffers,
+        not parameters: they are saved with the model but not trained and not counted in N.
+        """
+        structure = np.repeat(np.arange(len(n_atoms)), n_atoms)
+        counts = np.zeros((len(n_atoms), MAX_Z + 1))
+        np.add.at(counts, (structure, numbers), 1.0)
+        present = counts.sum(0) > 0
+        ref = np.zeros(MAX_Z + 1)
+        ref[present] = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
+        residual = (energy - counts @ ref) / n_atoms
+        scale = float(np.std(residual)) if len(energy) > 1 else 1.0
+        self.atom_ref.copy_(torch.as_tensor(ref, dtype=self.atom_ref.dtype))
+        self.energy_scale.fill_(max(scale, 1e-3))
+
+
+class Potential(EnergyModel):
+    """Conservative energy families; subclasses define ``atom_features``."""
+
+    conservative = True
 
     def atom_features(self, z, edge_vec, edge_index, batch) -> torch.Tensor:  # pragma: no cover
         """Per-atom invariant energies ``y_a`` [n_atoms] (dimensionless, order 1)."""
@@ -55,16 +117,11 @@ class Potential(nn.Module):
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 pos = pos + torch.einsum("ai,aij->aj", pos, sym[batch.batch])
                 cell = cell + torch.bmm(cell, sym)
-            src, dst = batch.edge_index
-            offsets = torch.einsum("ei,eij->ej", batch.shift, cell[batch.batch[dst]])
-            edge_vec = pos[src] - pos[dst] + offsets
+            edge_vec = self.edge_vectors(batch, pos, cell)
             y = self.atom_features(batch.z, edge_vec, batch.edge_index, batch.batch)
-            e_atom = self.energy_scale * y + self.atom_ref[batch.z]
-            energy = torch.zeros(n_graphs, dtype=e_atom.dtype, device=e_atom.device)
-            energy = energy.index_add(0, batch.batch, e_atom)
-            out = {"energy": energy}
+            out = {"energy": self.total_energy(y, batch.z, batch.batch, n_graphs)}
             if inputs:
-                grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
+                grads = torch.autograd.grad(out["energy"].sum(), inputs, create_graph=create_graph)
                 if forces:
                     out["forces"] = -grads[0]
                 if stress:
@@ -72,25 +129,32 @@ class Potential(nn.Module):
                     out["stress"] = grads[-1] / volume[:, None, None]
         return out
 
-    @torch.no_grad()
-    def fit_reference(self, numbers: np.ndarray, n_atoms: np.ndarray, energy: np.ndarray):
-        """Fit per-element reference energies and the residual per-atom scale on training data.
+class DirectPotential(EnergyModel):
+    """Energy families with direct force and stress heads; subclasses define ``heads``.
 
-        Solves ``energy_s ~ sum_z count_{s,z} ref_z`` by least squares (elements absent from the
-        training set keep 0) and sets ``energy_scale`` to the standard deviation of the residual
-        energy per atom (eV), so that the network's output is of order one. These are buffers,
-        not parameters: they are saved with the model but not trained and not counted in N.
-        """
-        structure = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        counts = np.zeros((len(n_atoms), MAX_Z + 1))
-        np.add.at(counts, (structure, numbers), 1.0)
-        present = counts.sum(0) > 0
-        ref = np.zeros(MAX_Z + 1)
-        ref[present] = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
-        residual = (energy - counts @ ref) / n_atoms
-        scale = float(np.std(residual)) if len(energy) > 1 else 1.0
-        self.atom_ref.copy_(torch.as_tensor(ref, dtype=self.atom_ref.dtype))
-        self.energy_scale.fill_(max(scale, 1e-3))
+    Not conservative: forces are not -dE/dpos, so MD with them drifts; Trikha et al. trained
+    their transformer and EquiformerV2 this way because it is cheaper (no second backward).
+    """
+
+    conservative = False
+
+    def heads(self, z, pos, edge_vec, batch, n_graphs: int):  # pragma: no cover
+        """Per-atom energies [n_atoms], forces [n_atoms, 3] and stress [n_graphs, 3, 3], each of
+        order one (dimensionless). ``batch`` is the whole PyG batch (``edge_index``, ``batch``,
+        ``cell`` ...); ``edge_vec`` [n_edges, 3] (Å) are its edge vectors."""
+        raise NotImplementedError
+
+    def forward(self, batch, forces: bool = True, stress: bool = True, create_graph=None):
+        """Energy [B] (eV), forces [n_atoms, 3] (eV/Å), stress [B, 3, 3] (eV/Å^3), from heads."""
+        n_graphs = batch.cell.shape[0]
+        edge_vec = self.edge_vectors(batch, batch.pos, batch.cell)
+        y, f, s = self.heads(batch.z, batch.pos, edge_vec, batch, n_graphs)
+        out = {"energy": self.total_energy(y, batch.z, batch.batch, n_graphs)}
+        if forces:
+            out["forces"] = self.force_scale * f
+        if stress:
+            out["stress"] = self.stress_scale * s
+        return out
 
 
 class PolynomialEnvelope(nn.Module):
