@@ -21,6 +21,13 @@ AXIS_X = {"n_train": "n_train", "size": "n_params"}   # scanned parameter -> x o
 X_LABEL = {"n_train": "D (training structures)", "n_params": "N (parameters)",
            "flops": "C (training FLOPs)"}
 BUDGET_TOLERANCE = 0.05   # |L(2E) - L(E)| / L(E) below this counts as converged
+METRICS = ("loss", "energy_mae", "forces_mae", "stress_mae", "spectrum_mae", "scalar_mae")
+FORMS_1D = {  # the 1D laws compared by AICc (Großmann et al.'s three, plus BNSL with one break)
+    "power_law": fit.power_law,
+    "power_law_floor": fit.power_law_floor,
+    "broken_power_law": fit.broken_power_law,
+    "bnsl_1": lambda x, y, sigma=None: fit.bnsl(x, y, 1, sigma),
+}
 
 
 def table(grid: Grid) -> pd.DataFrame:
@@ -39,9 +46,9 @@ def table(grid: Grid) -> pd.DataFrame:
                 "n_train": rec["n_train"], "seed": rec["seed"], "epochs": rec["epochs"],
                 "epochs_run": rec.get("epochs_run"), "steps": rec.get("steps"), "flops": rec.get("flops"),
                 "converged": rec.get("converged"), "wall_s": rec.get("wall_seconds"),
+                "peak_lr": rec.get("peak_lr"),
                 **{k: metrics.get(k, np.nan) for k in
-                   ("val/loss", "val/energy_mae", "val/forces_mae", "val/stress_mae",
-                    "test/loss", "test/energy_mae", "test/forces_mae", "test/stress_mae")},
+                   [f"{split}/{m}" for split in ("val", "test") for m in METRICS]},
             })
     return pd.DataFrame(rows)
 
@@ -146,3 +153,89 @@ def budget_verdict(checks: pd.DataFrame) -> str:
     return (f"{passed} of {len(checks)} end points are converged; with twice the budget the loss "
             f"moved by {span}, so these exponents describe this training budget, not converged "
             f"models (more steps would lower every point, and not by the same factor)")
+
+
+def scan_names(grid: Grid, axis: str | None = None, model: str | None = None) -> list[str]:
+    """The scans of ``grid`` (no budget checks), optionally only those along ``axis`` or of one
+    ``model`` (as fixed in the scan or the grid)."""
+    out = []
+    for name, spec in grid.scans.items():
+        if axis is not None and spec["axis"] != axis:
+            continue
+        if model is not None and spec.get("model", grid.fixed.get("model")) != model:
+            continue
+        out.append(name)
+    return out
+
+
+def fit_forms(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss") -> dict:
+    """Every law of ``FORMS_1D`` fitted to one scan's seed means.
+
+    Linear space, weighted by the spread over seeds where there are several (Großmann et al.'s
+    procedure; AICc from the unweighted residuals, as they computed it). A form that cannot be
+    fitted to these points (too few of them, a solver failure) is left out, with the reason in
+    ``skipped``. Returns {"points": (x_name, x, y, sigma), "fits": {form: FitResult},
+    "skipped": {form: reason}}.
+    """
+    x_name, x, y, sigma = scan_points(df, grid, scan, metric)
+    sigma = sigma if sigma is not None and np.all(sigma > 0) else None
+    fits, skipped = {}, {}
+    for name, fn in FORMS_1D.items():
+        try:
+            fits[name] = fn(x, y, sigma)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as err:
+            skipped[name] = str(err)
+    return {"points": (x_name, x, y, sigma), "fits": fits, "skipped": skipped}
+
+
+def ranking(fitted: dict[str, dict]) -> pd.DataFrame:
+    """AICc ranking of the forms of every scan (``fit_forms`` results by scan name): rank, AICc,
+    dAICc, Akaike weight, the exponents with standard errors, and whether it is poorly
+    determined (with the reason)."""
+    from msl.fit.result import format_pm
+
+    rows = []
+    for scan, f in fitted.items():
+        for rank, r in enumerate(fit.select(f["fits"].values()), start=1):
+            res = r.result
+            exps = ", ".join(f"{k} = {format_pm(v, res.stderr.get(k, np.nan))}"
+                             for k, v in res.params.items() if k.startswith(("alpha", "c")))
+            rows.append({"scan": scan, "rank": rank, "form": res.form, "k": res.n_params,
+                         "AICc": r.aicc, "dAICc": r.delta_aicc, "weight": r.weight,
+                         "exponents": exps,
+                         "poorly determined": res.reason if res.poorly_determined else ""})
+        for form, reason in f["skipped"].items():
+            rows.append({"scan": scan, "rank": None, "form": form, "AICc": np.inf,
+                         "poorly determined": f"not fitted: {reason}"})
+    return pd.DataFrame(rows)
+
+
+def map_points(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss"):
+    """(N, D, mean L, spread or None) of a 2D scan (sizes x D crossed), one row per (N, D)."""
+    rows = df[(df.scan == scan) & (df.status == "ok")]
+    grouped = rows.groupby(["n_params", "n_train"])[metric]
+    mean = grouped.mean()
+    n = np.array([i[0] for i in mean.index], float)
+    d = np.array([i[1] for i in mean.index], float)
+    sigma = grouped.std(ddof=1).to_numpy() if grouped.count().min() > 1 else None
+    return n, d, mean.to_numpy(), sigma
+
+
+def compute_curves(grid: Grid, scan: str) -> pd.DataFrame:
+    """Validation loss against training compute along every run of a scan: one row per
+    validation of each record's history, with C = FLOPs per step x steps so far (the training
+    FLOPs of a run are spread evenly over its steps). The lower envelope over model sizes is the
+    compute-optimal frontier."""
+    by_id = {r["cell_id"]: r for r in records.load(grid.study_dir)}
+    rows = []
+    for cfg, scans in grid.cells():
+        rec = by_id.get(cfg.cell_id)
+        if scan not in scans or rec is None or rec["status"] != "ok" or not rec.get("steps"):
+            continue
+        per_step = rec["flops"] / rec["steps"]
+        for h in rec["history"]:
+            rows.append({"cell_id": cfg.cell_id, "model": rec["model"], "size": rec["size"],
+                         "n_params": rec["n_params"], "n_train": rec["n_train"],
+                         "seed": rec["seed"], "step": h["step"], "flops": per_step * h["step"],
+                         "val/loss": h["val/loss"]})
+    return pd.DataFrame(rows)

@@ -19,8 +19,8 @@ import torch
 from msl import data, graph
 from msl import results as records
 from msl.config import CellConfig
-from msl.models import build_model, count_params
-from msl.targets import Scales
+from msl.models import build_model, count_params, task
+from msl.targets import Scales, table
 from msl.train import evaluate, resolve_device, train
 
 CONVERGED_TOLERANCE = 0.02  # see `converged`
@@ -38,7 +38,9 @@ def dataset_path(cfg: CellConfig, progress: bool = True) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"data_path {cfg.data_path!r} does not exist")
         return path
-    return data.embedded(cfg.pool_size, seed=cfg.data_seed, cache_dir=data_dir(), progress=progress)
+    kind = {} if cfg.dataset == "emt" else {"kind": cfg.dataset}  # TODO(lead): always pass
+    return data.embedded(cfg.pool_size, seed=cfg.data_seed, cache_dir=data_dir(), progress=progress,
+                         **kind)
 
 
 def check_pool(cfg: CellConfig, n_pool: int) -> None:
@@ -88,19 +90,22 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
 def _train_and_score(cfg, structures, split, train_idx, path, device, progress) -> dict:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model = build_model(cfg.model, cfg.size)
     train_set = structures.subset(train_idx)
-    model.fit_reference(train_set.numbers, train_set.n_atoms, train_set.energy)
-    scales = Scales.from_training(train_set.forces, train_set.stress, float(model.energy_scale))
+    model = _build(cfg, structures, train_set)
+    scales = Scales.from_training(train_set, float(getattr(model, "energy_scale", 1.0)))
+    if hasattr(model, "set_output_scales"):
+        model.set_output_scales(forces=scales.sigma["forces"], stress=scales.sigma["stress"])
     graphs = graph.build(structures, model.cutoff, cache_dir=data_dir() / "graphs",
                          key=Path(path).stem)
     pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
-    result = train(model, pick(train_idx), pick(split.val), scales, cfg, progress=progress)
-    weights = {"energy": cfg.w_energy, "forces": cfg.w_forces, "stress": cfg.w_stress}
+    state = _checkpoint_dir(cfg) / f"{cfg.cell_id}.state.pt" if cfg.resume and cfg.record_dir else None
+    result = train(model, pick(train_idx), pick(split.val), scales, cfg, progress=progress,
+                   checkpoint=state)
+    terms = table(cfg.targets)
     metrics = {}
     if result.status == "ok":
-        metrics.update(evaluate(model, pick(split.val), scales, weights, cfg, "val", device))
-        metrics.update(evaluate(model, pick(split.test), scales, weights, cfg, "test", device))
+        metrics.update(evaluate(model, pick(split.val), scales, terms, cfg, "val", device))
+        metrics.update(evaluate(model, pick(split.test), scales, terms, cfg, "test", device))
         _save_checkpoint(cfg, model)
     return {
         **_header(cfg, path), **count_params(model), "status": result.status,
@@ -108,14 +113,30 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
         "steps": result.steps, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "converged": result.status == "ok" and converged(result.history, result.stopped_early),
+        "resumed_from_epoch": result.resumed_from_epoch, "peak_lr": result.peak_lr,
         "flops": result.flops, "flops_per_atom": result.flops_per_atom,
         "train_seconds": result.train_seconds,
         "structures_per_second": result.structures_per_second,
         "n_train_atoms": int(train_set.n_atoms.sum()),
-        "scales": {"energy_eV_per_atom": scales.energy, "forces_eV_per_A": scales.forces,
-                   "stress_eV_per_A3": scales.stress},
-        "loss_weights": weights, "device": str(device),
+        "scales": scales.asdict(), "task": task(cfg.model),
+        "targets": [{"target": t.target, "level": t.level, "loss": t.loss, "weight": t.weight}
+                    for t in terms],
+        "device": str(device),
     }
+
+
+def _build(cfg: CellConfig, structures, train_set):
+    """The model of ``cfg``, with its output scales fitted to the training set."""
+    if task(cfg.model) == "spectral":
+        if not structures.has_spectra:
+            raise ValueError(f"model {cfg.model!r} predicts spectra, but the dataset has none "
+                             f"(use dataset='emt-vdos' or a file with spectra)")
+        model = build_model(cfg.model, cfg.size, n_grid=structures.spectrum.shape[1])
+        model.fit_targets(train_set.spectrum, train_set.scalar)
+        return model
+    model = build_model(cfg.model, cfg.size)
+    model.fit_reference(train_set.numbers, train_set.n_atoms, train_set.energy)
+    return model
 
 
 def _header(cfg: CellConfig, path) -> dict:
@@ -124,9 +145,15 @@ def _header(cfg: CellConfig, path) -> dict:
             "dataset": str(path), "config": cfg.asdict()}
 
 
+def _checkpoint_dir(cfg: CellConfig) -> Path:
+    return Path(cfg.record_dir).parent / "checkpoints"
+
+
 def _save_checkpoint(cfg: CellConfig, model) -> None:
+    """The trained model (best validation state) for msl.calculator; the resumable training
+    state is no longer needed once the record exists and is removed by :func:`_finish`."""
     if cfg.record_dir:
-        folder = Path(cfg.record_dir).parent / "checkpoints"
+        folder = _checkpoint_dir(cfg)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{cfg.cell_id}.pt.tmp"
         torch.save({"model": cfg.model, "size": cfg.size, "state_dict": model.state_dict()}, tmp)
@@ -138,4 +165,6 @@ def _finish(cfg: CellConfig, record: dict, start: float) -> dict:
     record.update(records.provenance())
     if cfg.record_dir:
         records.write(Path(cfg.record_dir) / f"{cfg.cell_id}.json", record)
+        if record["status"] == "ok":
+            (_checkpoint_dir(cfg) / f"{cfg.cell_id}.state.pt").unlink(missing_ok=True)
     return record

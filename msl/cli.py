@@ -15,7 +15,6 @@ from pathlib import Path
 
 from msl.config import CellConfig
 
-ANALYSIS_NOTEBOOK = "notebooks/analysis.ipynb"
 DATA_NOTEBOOK = "notebooks/data.ipynb"
 
 
@@ -51,16 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def analyse(grid_path: str) -> Path:
-    """Execute the data-overview and analysis notebooks of a study into ``<study>/data.ipynb``
-    and ``<study>/analysis.ipynb`` (no training); returns the analysis notebook's path."""
+    """Execute the data-overview notebook and the study's analysis notebook (grid key
+    ``analysis``) into ``<study>/data.ipynb`` and ``<study>/analysis.ipynb`` (no training);
+    returns the analysis notebook's path."""
     from msl.grid import load
 
     grid = load(grid_path)
     first = grid.cells()[0][0]
     _execute(DATA_NOTEBOOK, grid.study_dir / "data.ipynb",
-             {"data_path": first.data_path, "pool_size": first.pool_size,
-              "data_seed": first.data_seed})
-    return _execute(ANALYSIS_NOTEBOOK, grid.study_dir / "analysis.ipynb",
+             {"data_path": first.data_path, "dataset": first.dataset,
+              "pool_size": first.pool_size, "data_seed": first.data_seed})
+    return _execute(grid.analysis, grid.study_dir / "analysis.ipynb",
                     {"study_dir": str(grid.study_dir.resolve())})
 
 

@@ -23,6 +23,7 @@ class CellConfig:
     record_dir: str = ""            # folder for the JSON record; empty: write no record
     # data
     data_path: str = ""             # .aselmdb file/folder, ASE .db or extxyz; empty: embedded EMT set
+    dataset: str = "emt"            # embedded set only: emt (4-32 atoms) | emt-vdos (4-8 atoms + spectra)
     pool_size: int = 300            # embedded set only: structures generated (cached by size+seed)
     data_seed: int = 0              # embedded set only: generation seed
     n_val: int = 50                 # fixed validation structures
@@ -38,19 +39,20 @@ class CellConfig:
     min_steps: int = 0              # more epochs for small D: every run takes at least this many steps
     batch_size: int = 16            # structures per step
     max_lr: float = 2e-3            # peak learning rate after linear warm-up, then cosine decay
+    lr_gamma: float = 0.0           # width rule: peak lr = max_lr * (N / lr_ref_params)^-lr_gamma
+    lr_ref_params: int = 0          # N at which the peak lr is max_lr (0: no rescaling)
     warmup_frac: float = 0.05       # fraction of all steps spent warming up
     min_lr_frac: float = 0.01       # final learning rate as a fraction of max_lr
     weight_decay: float = 0.0       # AdamW decoupled weight decay
     grad_clip: float = 10.0         # max global gradient norm; 0 disables clipping
     patience: int = 0               # early stopping after this many epochs without improvement; 0: off
-    # loss: weights of the normalised energy, force and stress terms (msl.targets)
-    w_energy: float = 1.0           # weight of the normalised energy term
-    w_forces: float = 1.0           # weight of the normalised force term
-    w_stress: float = 0.1           # weight of the normalised stress term
+    # loss: a preset (default, trikha, grossmann, spectral) or "target:loss:weight, ..." (msl.targets)
+    targets: str = "default"
     # execution
     precision: str = "fp32"         # fp32 | bf16 | fp16 (mixed precision needs CUDA)
     device: str = "cpu"             # cpu | cuda | cuda:N | auto
     threads: int = 0                # torch CPU threads; 0: torch's default
+    resume: int = 1                 # 1: save the training state at each validation and resume a cut-off run
 
     def __post_init__(self):
         validate(self)
@@ -65,7 +67,8 @@ class CellConfig:
 
 NAMES = tuple(f.name for f in fields(CellConfig))
 # fields that say where results go rather than what is computed; they do not enter the cell id
-_NOT_HASHED = ("study", "cell_id", "record_dir", "threads")
+_NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume")
+DATASETS = ("emt", "emt-vdos")  # kinds of embedded dataset (msl.data.generate)
 
 
 def from_dict(values: dict) -> CellConfig:
@@ -101,7 +104,8 @@ def cell_id(values: dict) -> str:
 
 def validate(cfg: CellConfig) -> None:
     """Raise ValueError naming the first bad value. Data-dependent checks live in msl.cell."""
-    from msl.models import check_size  # late import: msl.models imports torch
+    from msl.models import check_size, task  # late import: msl.models imports torch
+    from msl.targets import check_task, table
 
     positive = {"n_train": cfg.n_train, "n_val": cfg.n_val, "n_test": cfg.n_test,
                 "epochs": cfg.epochs, "batch_size": cfg.batch_size, "pool_size": cfg.pool_size}
@@ -113,12 +117,16 @@ def validate(cfg: CellConfig) -> None:
     for key in ("warmup_frac", "min_lr_frac"):
         if not 0 <= getattr(cfg, key) <= 1:
             raise ValueError(f"{key} must lie in [0, 1], got {getattr(cfg, key)!r}")
-    for key in ("weight_decay", "grad_clip", "patience", "threads", "min_steps", "w_energy", "w_forces",
-                "w_stress"):
+    for key in ("weight_decay", "grad_clip", "patience", "threads", "min_steps", "lr_gamma",
+                "lr_ref_params"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"{key} must not be negative, got {getattr(cfg, key)!r}")
-    if cfg.w_energy + cfg.w_forces + cfg.w_stress == 0:
-        raise ValueError("at least one of w_energy, w_forces, w_stress must be positive")
+    if cfg.lr_gamma and not cfg.lr_ref_params:
+        raise ValueError(f"lr_gamma={cfg.lr_gamma!r} needs lr_ref_params, the N where lr = max_lr")
+    if cfg.resume not in (0, 1):
+        raise ValueError(f"resume must be 0 or 1, got {cfg.resume!r}")
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"dataset {cfg.dataset!r} is not one of {', '.join(DATASETS)}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     if cfg.precision != "fp32" and cfg.device == "cpu":
@@ -126,3 +134,4 @@ def validate(cfg: CellConfig) -> None:
     if not (cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:")):
         raise ValueError(f"device {cfg.device!r} is not cpu, cuda, cuda:N or auto")
     check_size(cfg.model, cfg.size)
+    check_task(table(cfg.targets), task(cfg.model))

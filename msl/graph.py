@@ -13,6 +13,8 @@ key            shape               meaning
 ``energy``     [1]                 total energy, eV
 ``forces``     [n_atoms, 3]        eV/Å
 ``stress``     [1, 3, 3]           eV/Å^3, ASE sign convention
+``spectrum``   [1, n_grid]         only if the data have spectra (embedded: DOS, 1/THz)
+``scalar``     [1]                 only if the data have spectra (embedded: RMS frequency, THz)
 =============  ==================  =========================================================
 
 The edge vector is ``r_ij = pos[j] - pos[i] + S @ cell`` and is recomputed inside the model from
@@ -85,13 +87,18 @@ def _to_data(structures: Structures, edge_index, shift, n_edges) -> list[Data]:
     energy = torch.as_tensor(structures.energy, dtype=torch.float32)
     ei = torch.as_tensor(edge_index, dtype=torch.long)
     sh = torch.as_tensor(shift, dtype=torch.float32)
+    spectral = {}
+    if getattr(structures, "has_spectra", False):
+        spectral = {"spectrum": torch.as_tensor(structures.spectrum, dtype=torch.float32),
+                    "scalar": torch.as_tensor(structures.scalar, dtype=torch.float32)}
     graphs = []
     for k in range(len(structures)):
         a, b = atom_off[k], atom_off[k + 1]
         e0, e1 = edge_off[k], edge_off[k + 1]
         graphs.append(Data(z=z[a:b], pos=pos[a:b], cell=cells[k:k + 1], edge_index=ei[:, e0:e1],
                            shift=sh[e0:e1], energy=energy[k:k + 1], forces=forces[a:b],
-                           stress=stress[k:k + 1], num_nodes=int(b - a)))
+                           stress=stress[k:k + 1], num_nodes=int(b - a),
+                           **{name: v[k:k + 1] for name, v in spectral.items()}))
     return graphs
 
 

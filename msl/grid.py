@@ -5,6 +5,7 @@ Format (every key below is checked; anything else is an error)::
     study: default                 # name (defaults to the folder name)
     description: one line          # optional
     notebook: notebooks/train.ipynb  # optional; the template papermill runs per cell
+    analysis: notebooks/analysis.ipynb  # optional; the chapter `msl analyse` executes
     fixed:                         # parameters shared by every cell
       epochs: 40
     scans:                         # named scans; a list value is an axis (lists are crossed)
@@ -34,9 +35,10 @@ import yaml
 
 from msl.config import CellConfig, from_dict
 
-TOP_KEYS = {"study", "description", "notebook", "fixed", "scans"}
+TOP_KEYS = {"study", "description", "notebook", "analysis", "fixed", "scans"}
 SCAN_KEYS = {"axis", "budget_check"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
+DEFAULT_ANALYSIS = "notebooks/analysis.ipynb"
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Grid:
     study: str
     study_dir: Path
     notebook: str
+    analysis: str = DEFAULT_ANALYSIS
     description: str = ""
     fixed: dict = field(default_factory=dict)
     scans: dict = field(default_factory=dict)
@@ -93,6 +96,7 @@ def load(path: str | Path) -> Grid:
         _check_scan(path, name, scan)
     return Grid(study=spec.get("study", path.parent.name), study_dir=path.parent,
                 notebook=spec.get("notebook", DEFAULT_NOTEBOOK),
+                analysis=spec.get("analysis", DEFAULT_ANALYSIS),
                 description=spec.get("description", ""), fixed=spec.get("fixed") or {},
                 scans=scans)
 

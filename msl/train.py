@@ -1,24 +1,35 @@
 """The trainer: plain PyTorch, read top to bottom.
 
-AdamW; linear warm-up to ``max_lr`` then cosine decay to ``min_lr_frac * max_lr``, stepped per
-batch; a fixed number of epochs, raised where D is small so that every run takes at least
-``min_steps`` optimisation steps, optionally cut short by early stopping on the validation loss;
-gradient clipping; the best validation state is kept and restored at the end (as Großmann et al.
-did); a non-finite or exploding loss stops the run as ``diverged`` instead of crashing; mixed
-precision (bf16, or fp16 with a gradient scaler) on CUDA.
+AdamW; linear warm-up to the peak learning rate then cosine decay to ``min_lr_frac`` of it,
+stepped per batch; the peak is ``max_lr``, or ``max_lr * (N / lr_ref_params)^-lr_gamma`` where a
+grid rescales it with model size as Großmann et al. did (:func:`peak_lr`); a fixed number of
+epochs, raised where D is small so that every run takes at least ``min_steps`` optimisation
+steps, optionally cut short by early stopping on the validation loss; gradient clipping; the best
+validation state is kept and restored at the end (as Großmann et al. did); a non-finite or
+exploding loss stops the run as ``diverged`` instead of crashing; mixed precision (bf16, or fp16
+with a gradient scaler) on CUDA. The loss is the cell's target table (:mod:`msl.targets`).
+
+Resuming: given a ``checkpoint`` path, the whole training state (model, optimiser, schedule,
+gradient scaler, RNG states, history, best state) is written there atomically after every
+validation; a later call with the same path continues from it, so a run cut off by a kill or a
+time limit loses at most the epochs since its last validation, and the result is the same as an
+uninterrupted run's (tested).
 
 FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one real training
-step (forward, force backward with ``create_graph``, and the parameter backward). Convention:
-only matmul-like operations are counted (what FlopCounterMode counts); the count per atom of that
-step times the atoms seen in training is the run's training compute C; evaluation is not counted.
+step (forward, force backward with ``create_graph`` where forces are derivatives, and the
+parameter backward). Convention: only matmul-like operations are counted (what FlopCounterMode
+counts); the count per atom of that step times the atoms seen in training is the run's training
+compute C; evaluation is not counted.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -30,6 +41,13 @@ from msl.config import CellConfig
 
 DIVERGE_FACTOR = 1e4  # a training loss this many times above its first value counts as diverged
 MAX_EVALS = 40        # validation passes per run at most (every k-th epoch when epochs are many)
+
+
+def peak_lr(cfg: CellConfig, n_params: int) -> float:
+    """The peak learning rate: ``max_lr``, rescaled with N where ``lr_gamma`` is set."""
+    if not cfg.lr_gamma:
+        return cfg.max_lr
+    return cfg.max_lr * (n_params / cfg.lr_ref_params) ** -cfg.lr_gamma
 
 
 def plan_epochs(cfg: CellConfig, steps_per_epoch: int) -> int:
@@ -47,6 +65,8 @@ class TrainResult:
     stopped_early: bool = False
     flops_per_atom: float = 0.0       # training FLOPs per atom per step (see module docstring)
     flops: float = 0.0                # total training FLOPs C
+    peak_lr: float = 0.0              # the peak learning rate used
+    resumed_from_epoch: int = 0       # epochs taken from a saved training state (0: fresh run)
     train_seconds: float = 0.0        # wall time of training, validation included
     structures_per_second: float = 0.0  # throughput of the training steps alone
     message: str = ""
@@ -73,18 +93,18 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def count_flops(model, batch, scales, weights) -> float:
+def count_flops(model, batch, scales, terms) -> float:
     """Matmul FLOPs of one training step (forward + force backward + parameter backward)."""
     model.train()
     with FlopCounterMode(display=False) as counter:
-        out = model(batch)
-        targets.loss(out, batch, scales, weights).backward()
+        out = model(batch, **targets.needs(terms))
+        targets.loss(out, batch, scales, terms).backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
 
-def evaluate(model, graphs, scales, weights, cfg: CellConfig, prefix: str, device) -> dict:
-    """Metrics over ``graphs`` (loss, energy/forces/stress MAE in eV/atom, eV/Å, GPa)."""
+def evaluate(model, graphs, scales, terms, cfg: CellConfig, prefix: str, device) -> dict:
+    """Metrics over ``graphs``: the table's loss and the MAE of every output (msl.targets)."""
     model.eval()
     metrics = targets.Metrics(prefix)
     for batch in DataLoader(graphs, batch_size=max(cfg.batch_size, 32), shuffle=False):
@@ -92,16 +112,19 @@ def evaluate(model, graphs, scales, weights, cfg: CellConfig, prefix: str, devic
         with _autocast(device, cfg.precision):
             out = model(batch)
         out = {k: v.detach().float() for k, v in out.items()}
-        metrics.add(out, batch, float(targets.loss(out, batch, scales, weights)))
+        metrics.add(out, batch, float(targets.loss(out, batch, scales, terms)))
     return metrics.result()
 
 
-def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bool = True):
+def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bool = True,
+          checkpoint: str | os.PathLike | None = None):
     """Train ``model`` in place; returns a :class:`TrainResult`. The best-validation state is
-    loaded into ``model`` before returning."""
+    loaded into ``model`` before returning. With ``checkpoint``, resume from the training state
+    saved there (if any) and keep it up to date (see the module docstring)."""
     device = resolve_device(cfg.device)
     model.to(device)
-    weights = {"energy": cfg.w_energy, "forces": cfg.w_forces, "stress": cfg.w_stress}
+    terms = targets.table(cfg.targets)
+    needs = targets.needs(terms)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_graphs, batch_size=cfg.batch_size, shuffle=True,
                         generator=generator, drop_last=len(train_graphs) > cfg.batch_size)
@@ -109,29 +132,38 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     eval_every = max(1, math.ceil(epochs / MAX_EVALS))
     total = epochs * len(loader)
     warmup = max(1, int(cfg.warmup_frac * total))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.max_lr,
+    result = TrainResult(status="ok")
+    result.peak_lr = peak_lr(cfg, sum(p.numel() for p in model.parameters() if p.requires_grad))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=result.peak_lr,
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total, warmup, cfg.min_lr_frac))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     first = next(iter(DataLoader(train_graphs, batch_size=cfg.batch_size))).to(device)
-    result = TrainResult(status="ok")
-    result.flops_per_atom = count_flops(model, first, scales, weights) / first.num_nodes
+    result.flops_per_atom = count_flops(model, first, scales, terms) / first.num_nodes
     best_loss, best_state, first_loss, atoms_seen, structures_seen = math.inf, None, None, 0, 0
+    step_seconds, start_epoch = 0.0, 1
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    saved = _load_state(checkpoint, cfg, epochs, parts, generator)
+    if saved is not None:
+        start_epoch = saved["epoch"] + 1
+        result.resumed_from_epoch = result.epochs_run = saved["epoch"]
+        result.history, result.steps, result.best_epoch = saved["history"], saved["steps"], saved["best_epoch"]
+        best_loss, best_state, first_loss = saved["best_loss"], saved["best_state"], saved["first_loss"]
+        atoms_seen, structures_seen, step_seconds = saved["atoms_seen"], saved["structures_seen"], saved["step_seconds"]
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=f"train D={len(train_graphs)}", unit="step", disable=not progress,
-               leave=False)
-    step_seconds = 0.0
-    for epoch in range(1, epochs + 1):
+    bar = tqdm(total=total, initial=result.steps, desc=f"train D={len(train_graphs)}",
+               unit="step", disable=not progress, leave=False)
+    for epoch in range(start_epoch, epochs + 1):
         model.train()
         train_sum, n_seen = 0.0, 0
         epoch_start = time.perf_counter()
         for batch in loader:
             batch = batch.to(device)
             with _autocast(device, cfg.precision):
-                out = model(batch)
-                loss = targets.loss(out, batch, scales, weights)
+                out = model(batch, **needs)
+                loss = targets.loss(out, batch, scales, terms)
             value = float(loss.detach())
             first_loss = value if first_loss is None else first_loss
             if not math.isfinite(value) or value > DIVERGE_FACTOR * max(first_loss, 1e-12):
@@ -157,16 +189,23 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
         result.epochs_run = epoch
         if epoch % eval_every and epoch != epochs:
             continue
-        val = evaluate(model, val_graphs, scales, weights, cfg, "val", device)
+        val = evaluate(model, val_graphs, scales, terms, cfg, "val", device)
         result.history.append({"epoch": epoch, "step": result.steps,
                                "train/loss": train_sum / max(n_seen, 1),
                                "lr": scheduler.get_last_lr()[0], **val})
         bar.set_postfix(val_loss=f"{val['val/loss']:.4g}")
+        stop = False
         if val["val/loss"] < best_loss:
             best_loss, result.best_epoch = val["val/loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
         elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
-            result.stopped_early = True
+            result.stopped_early = stop = True
+        _save_state(checkpoint, cfg, epochs, parts, generator, {
+            "epoch": epoch, "history": result.history, "steps": result.steps,
+            "best_epoch": result.best_epoch, "best_loss": best_loss, "best_state": best_state,
+            "first_loss": first_loss, "atoms_seen": atoms_seen,
+            "structures_seen": structures_seen, "step_seconds": step_seconds})
+        if stop:
             break
     bar.close()
     result.train_seconds = time.perf_counter() - start
@@ -175,3 +214,44 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def _state_key(cfg: CellConfig, epochs: int) -> dict:
+    """What a saved state must match to be resumed: the cell (its id hashes every field that
+    shapes the run) and the planned epochs."""
+    return {"cell_id": cfg.with_id().cell_id, "epochs": epochs}
+
+
+def _save_state(path, cfg, epochs, parts, generator, progress_state) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"key": _state_key(cfg, epochs), **progress_state,
+             **{name: part.state_dict() for name, part in parts.items()},
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill during the save leaves the previous state intact
+
+
+def _load_state(path, cfg, epochs, parts, generator):
+    """The saved state at ``path`` loaded into ``parts``; None if there is none or it belongs to
+    another run (then it is ignored and overwritten by this run's)."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a damaged file (should not happen: saves are atomic) means a fresh start
+        return None
+    if state.get("key") != _state_key(cfg, epochs):
+        return None
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state

@@ -21,6 +21,7 @@
 
 # %% tags=["parameters"]
 data_path = ""  # .aselmdb file/folder, ASE .db or extxyz; empty: embedded EMT set
+dataset = "emt"  # embedded set only: emt (4-32 atoms) | emt-vdos (4-8 atoms + spectra)
 pool_size = 300  # embedded set only: structures generated (cached by size+seed)
 data_seed = 0  # embedded set only: generation seed
 
@@ -30,7 +31,8 @@ import pandas as pd
 from msl import cell, config, data
 from msl.plot import data as data_plots
 
-cfg = config.from_dict({"data_path": data_path, "pool_size": pool_size, "data_seed": data_seed})
+cfg = config.from_dict({"data_path": data_path, "dataset": dataset, "pool_size": pool_size,
+                        "data_seed": data_seed})
 structures = data.read(cell.dataset_path(cfg, progress=False))
 pd.Series(data_plots.summary(structures), name="value").to_frame()
 
@@ -41,3 +43,16 @@ pd.Series(data_plots.summary(structures), name="value").to_frame()
 
 # %% tags=["hide-input"]
 _ = data_plots.overview(structures)
+
+# %% [markdown]
+# Where the dataset carries spectra (the `emt-vdos` kind, or a file with its own), the target of
+# the spectral models: the vibrational density of states from the finite-difference Hessian of
+# each small cell (mass-weighted, Gaussian-broadened, unit area; imaginary modes of the rattled,
+# unrelaxed cells sit at negative frequency) and its scalar summary, the RMS frequency
+# (`msl.data.spectra`). Without spectra this cell prints a line and draws nothing.
+
+# %% tags=["hide-input"]
+if structures.has_spectra:
+    _ = data_plots.spectra(structures)
+else:
+    print("no spectra in this dataset")

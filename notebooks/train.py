@@ -23,6 +23,7 @@ study = "scratch"  # study name, recorded
 cell_id = ""  # empty: derived from the other fields (stable hash)
 record_dir = ""  # folder for the JSON record; empty: write no record
 data_path = ""  # .aselmdb file/folder, ASE .db or extxyz; empty: embedded EMT set
+dataset = "emt"  # embedded set only: emt (4-32 atoms) | emt-vdos (4-8 atoms + spectra)
 pool_size = 300  # embedded set only: structures generated (cached by size+seed)
 data_seed = 0  # embedded set only: generation seed
 n_val = 50  # fixed validation structures
@@ -36,17 +37,18 @@ epochs = 3  # passes over the D training structures (at least)
 min_steps = 0  # more epochs for small D: every run takes at least this many steps
 batch_size = 16  # structures per step
 max_lr = 2e-3  # peak learning rate after linear warm-up, then cosine decay
+lr_gamma = 0.0  # width rule: peak lr = max_lr * (N / lr_ref_params)^-lr_gamma
+lr_ref_params = 0  # N at which the peak lr is max_lr (0: no rescaling)
 warmup_frac = 0.05  # fraction of all steps spent warming up
 min_lr_frac = 0.01  # final learning rate as a fraction of max_lr
 weight_decay = 0.0  # AdamW decoupled weight decay
 grad_clip = 10.0  # max global gradient norm; 0 disables clipping
 patience = 0  # early stopping after this many epochs without improvement; 0: off
-w_energy = 1.0  # weight of the normalised energy term
-w_forces = 1.0  # weight of the normalised force term
-w_stress = 0.1  # weight of the normalised stress term
+targets = "default"  # a preset (default, trikha, grossmann, spectral) or "target:loss:weight, ..."
 precision = "fp32"  # fp32 | bf16 | fp16 (mixed precision needs CUDA)
 device = "cpu"  # cpu | cuda | cuda:N | auto
 threads = 0  # torch CPU threads; 0: torch's default
+resume = 1  # 1: save the training state at each validation and resume a cut-off run
 
 # %%
 from msl import cell, config, plot, report
@@ -65,8 +67,10 @@ report.timing(record)
 
 # %% [markdown]
 # ## Result
-# Metrics of the best-validation state: loss (normalised MSE, dimensionless), energy MAE in
-# eV/atom, force MAE per component in eV/Å, stress MAE per component in GPa.
+# Metrics of the best-validation state: the loss of the cell's target table (`targets`), and the
+# MAE of every output: energy in eV/atom, force per component in eV/Å, stress per component in
+# GPa; for spectral models the spectrum (embedded set: vibrational DOS, 1/THz) and the scalar
+# (RMS frequency, THz).
 
 # %%
 report.summary(record)

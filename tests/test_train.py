@@ -106,3 +106,82 @@ def test_validation_is_thinned_when_epochs_are_many(tiny_pool):
     rec = cell.run(tiny(epochs=1, min_steps=3 * MAX_EVALS * 3, n_train=24), progress=False)
     assert rec["epochs_run"] == 3 * MAX_EVALS and len(rec["history"]) <= MAX_EVALS
     assert rec["history"][-1]["epoch"] == rec["epochs_run"]
+
+
+def test_a_cut_off_run_resumes_to_the_same_result(tiny_pool, monkeypatch, tmp_path):
+    """Interrupt training after the 2nd validation, run the cell again: it continues from the
+    saved state (not from scratch) and ends with exactly the uninterrupted run's result."""
+    from msl import train as train_module
+
+    whole = cell.run(tiny(epochs=4), progress=False)
+    real, calls = train_module.evaluate, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # a kill between the 2nd and 3rd validation
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupted)
+    cfg = tiny(epochs=4, record_dir=str(tmp_path / "records"))
+    with pytest.raises(KeyboardInterrupt):
+        cell.run(cfg, progress=False)
+    state = tmp_path / "checkpoints" / f"{cfg.with_id().cell_id}.state.pt"
+    assert state.exists() and not list((tmp_path / "records").glob("*.json"))
+    monkeypatch.setattr(train_module, "evaluate", real)
+    resumed = cell.run(cfg, progress=False)
+    assert resumed["resumed_from_epoch"] == 2 and resumed["steps"] == whole["steps"]
+    assert resumed["metrics"] == whole["metrics"]
+    assert [h["val/loss"] for h in resumed["history"]] == [h["val/loss"] for h in whole["history"]]
+    assert not state.exists()  # the training state goes once the record is written
+
+
+def test_a_saved_state_of_another_run_is_ignored(tiny_pool, tmp_path):
+    cfg = tiny(epochs=2, record_dir=str(tmp_path / "records"))
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"key": {"cell_id": "someone-else", "epochs": 2}}, folder / f"{cfg.with_id().cell_id}.state.pt")
+    rec = cell.run(cfg, progress=False)
+    assert rec["status"] == "ok" and rec["resumed_from_epoch"] == 0
+
+
+def test_peak_lr_follows_the_width_rule():
+    from msl.train import peak_lr
+
+    cfg = config.from_dict({"max_lr": 1e-3, "lr_gamma": 1.0, "lr_ref_params": 1000})
+    assert peak_lr(cfg, 1000) == pytest.approx(1e-3)
+    assert peak_lr(cfg, 4000) == pytest.approx(2.5e-4)
+    assert peak_lr(config.from_dict({"max_lr": 1e-3}), 4000) == 1e-3
+
+
+def test_trikha_table_is_the_papers_loss(tiny_pool):
+    """2.5 per-atom energy MAE + 20 force L2-MAE + 5 isotropic + 5 deviatoric stress MAE."""
+    from torch_geometric.data import Batch, Data
+
+    terms = targets.table("trikha")
+    assert [(t.target, t.loss, t.weight) for t in terms] == [
+        ("energy", "mae", 2.5), ("forces", "l2mae", 20.0), ("stress_iso", "mae", 5.0),
+        ("stress_aniso", "mae", 5.0)]
+    gen = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    data = [Data(energy=rand(1), forces=rand(n, 3), stress=rand(1, 3, 3), cell=rand(1, 3, 3),
+                 num_nodes=n) for n in (2, 5)]
+    batch = Batch.from_data_list(data)
+    out = {"energy": rand(2), "forces": rand(7, 3), "stress": rand(2, 3, 3)}
+    n = torch.tensor([2.0, 5.0], dtype=torch.float64)
+    e = ((out["energy"] - batch.energy) / n).abs().mean()
+    f = (out["forces"] - batch.forces).norm(dim=1).mean()
+    tr = lambda s: s.diagonal(dim1=1, dim2=2).mean(1)  # noqa: E731
+    iso = (tr(out["stress"]) - tr(batch.stress)).abs().mean()
+    dev = lambda s: s - tr(s)[:, None, None] * torch.eye(3, dtype=s.dtype)  # noqa: E731
+    aniso = (dev(out["stress"]) - dev(batch.stress)).abs().mean()
+    scales = targets.Scales({k: 1.0 for k in targets.TARGETS})
+    expected = 2.5 * e + 20 * f + 5 * iso + 5 * aniso
+    assert float(targets.loss(out, batch, scales, terms)) == pytest.approx(float(expected))
+
+
+def test_trikha_loss_trains_a_cell(tiny_pool):
+    rec = cell.run(tiny(targets="trikha", epochs=3), progress=False)
+    assert rec["status"] == "ok" and rec["targets"][1] == {
+        "target": "forces", "level": "atom", "loss": "l2mae", "weight": 20.0}
+    assert math.isfinite(rec["metrics"]["val/stress_aniso_mae"])

@@ -47,3 +47,32 @@ def summary(structures: Structures) -> dict[str, str]:
         "stress component": f"RMS {np.sqrt(np.nanmean(structures.stress ** 2)) * GPA_PER_EV_A3:.2f} GPa",
         "distinct formulas": f"{len(set(structures.formulas())):,}",
     }
+
+
+def spectra(structures: Structures, n_examples: int = 6, seed: int = 0):
+    """Three panels for a dataset with spectra: a few example spectra on their grid, the mean
+    spectrum with its 10-90 % band, and the distribution of the scalar. Units are the embedded
+    set's (vibrational DOS in 1/THz on a THz grid, RMS frequency in THz)."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    grid, spec = structures.spectrum_grid, structures.spectrum
+    rng = np.random.default_rng(seed)
+    labelled = np.flatnonzero(np.isfinite(spec).all(1))
+    formulas = structures.formulas()
+    for i in rng.choice(labelled, min(n_examples, len(labelled)), replace=False):
+        a.plot(grid, spec[i], lw=1, label=f"{formulas[i]} ({structures.n_atoms[i]} atoms)")
+    a.legend(fontsize=7)
+    a.set_title("examples")
+    lo, mid, hi = np.nanpercentile(spec[labelled], [10, 50, 90], axis=0)
+    b.fill_between(grid, lo, hi, alpha=0.3, color="C0", lw=0, label="10-90 %")
+    b.plot(grid, np.nanmean(spec[labelled], axis=0), color="C0", label="mean")
+    b.plot(grid, mid, color="C1", lw=1, label="median")
+    b.legend(fontsize=7)
+    b.set_title("all structures")
+    for ax in (a, b):
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.set_xlabel("frequency (THz; < 0: unstable modes)")
+        ax.set_ylabel("DOS (1/THz)")
+    c.hist(structures.scalar[np.isfinite(structures.scalar)], bins=50, color="C2")
+    c.set_xlabel("RMS frequency (THz)")
+    c.set_ylabel("count")
+    return fig
