@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine:
-#   make study   install, generate the embedded dataset, run the default study, build the book
+#   make study   install, generate the embedded datasets, run every study of the book, build it
 #   make test    install, then the whole test suite (unit, physics, end-to-end, pytest --nbval)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-STUDY ?= book/default
+STUDIES ?= book/default book/spectral book/trikha
 WORKERS ?= 2
 # generated datasets and graph caches (the embedded dataset is generated here on first use)
 export MSL_DATA_DIR ?= $(CURDIR)/data
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 study: install
-	$(BIN)/msl study $(STUDY) --workers $(WORKERS)
+	for s in $(STUDIES); do $(BIN)/msl study $$s --workers $(WORKERS) || exit 1; done
 	$(BIN)/jupyter-book build . --path-output book
 
 book: install
@@ -34,12 +34,12 @@ test: install
 
 # Maintainers: refresh the committed CI-study records and the notebooks' stored outputs (which
 # `pytest --nbval` compares against a fresh execution) after changing msl or the notebooks.
+FIXTURES ?= tests/fixtures/study tests/fixtures/spectral tests/fixtures/trikha
 fixtures: install
-	rm -rf tests/fixtures/study/records tests/fixtures/study/runs tests/fixtures/study/checkpoints
-	$(BIN)/msl sweep tests/fixtures/study --workers $(WORKERS)
-	rm -rf tests/fixtures/study/runs tests/fixtures/study/checkpoints
+	for f in $(FIXTURES); do rm -rf $$f/records $$f/runs $$f/checkpoints && \
+	  $(BIN)/msl sweep $$f --workers $(WORKERS) && rm -rf $$f/runs $$f/checkpoints || exit 1; done
 
 notebooks: install
-	cd notebooks && for nb in train analysis data published; do \
+	cd notebooks && for nb in train analysis data published spectral trikha; do \
 	  ../$(BIN)/jupytext --to ipynb $$nb.py -q && \
 	  ../$(BIN)/papermill $$nb.ipynb $$nb.ipynb -k python3 --cwd . --no-progress-bar || exit 1; done

@@ -17,3 +17,12 @@ def tiny_pool():
     from msl.cell import data_dir
 
     return data.embedded(120, seed=0, cache_dir=data_dir(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_vdos_pool():
+    """Path of a small embedded dataset with vibrational spectra (``emt-vdos``)."""
+    from msl import data
+    from msl.cell import data_dir
+
+    return data.embedded(60, seed=0, cache_dir=data_dir(), progress=False, kind="emt-vdos")

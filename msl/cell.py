@@ -38,9 +38,8 @@ def dataset_path(cfg: CellConfig, progress: bool = True) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"data_path {cfg.data_path!r} does not exist")
         return path
-    kind = {} if cfg.dataset == "emt" else {"kind": cfg.dataset}  # TODO(lead): always pass
     return data.embedded(cfg.pool_size, seed=cfg.data_seed, cache_dir=data_dir(), progress=progress,
-                         **kind)
+                         kind=cfg.dataset)
 
 
 def check_pool(cfg: CellConfig, n_pool: int) -> None:

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="structures to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--kind", default="emt", help="emt (4-32 atoms) or emt-vdos (4-8 atoms with "
+                   "vibrational spectra)")
     p.add_argument("--out", default=None, help="output .aselmdb (default: the cache folder)")
     return parser
 
@@ -118,9 +120,11 @@ def _dispatch(args) -> int:
         from msl.cell import data_dir
 
         if args.out:
-            path = data.generate(args.out, args.n, seed=args.seed, workers=args.workers)
+            path = data.generate(args.out, args.n, seed=args.seed, workers=args.workers,
+                                 kind=args.kind)
         else:
-            path = data.embedded(args.n, seed=args.seed, workers=args.workers, cache_dir=data_dir())
+            path = data.embedded(args.n, seed=args.seed, workers=args.workers, cache_dir=data_dir(),
+                                 kind=args.kind)
         print(path)
         return 0
     raise AssertionError(args.command)

@@ -39,7 +39,7 @@ class CellConfig:
     min_steps: int = 0              # more epochs for small D: every run takes at least this many steps
     batch_size: int = 16            # structures per step
     max_lr: float = 2e-3            # peak learning rate after linear warm-up, then cosine decay
-    lr_gamma: float = 0.0           # width rule: peak lr = max_lr * (N / lr_ref_params)^-lr_gamma
+    lr_gamma: float = 0.0           # width rule: peak lr is max_lr times (N over lr_ref_params) to the power -lr_gamma
     lr_ref_params: int = 0          # N at which the peak lr is max_lr (0: no rescaling)
     warmup_frac: float = 0.05       # fraction of all steps spent warming up
     min_lr_frac: float = 0.01       # final learning rate as a fraction of max_lr
@@ -68,7 +68,7 @@ class CellConfig:
 NAMES = tuple(f.name for f in fields(CellConfig))
 # fields that say where results go rather than what is computed; they do not enter the cell id
 _NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume")
-DATASETS = ("emt", "emt-vdos")  # kinds of embedded dataset (msl.data.generate)
+DATASETS = ("emt", "emt-vdos")  # kinds of embedded dataset (msl.data.generate.KINDS, tested equal)
 
 
 def from_dict(values: dict) -> CellConfig:

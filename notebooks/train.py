@@ -37,7 +37,7 @@ epochs = 3  # passes over the D training structures (at least)
 min_steps = 0  # more epochs for small D: every run takes at least this many steps
 batch_size = 16  # structures per step
 max_lr = 2e-3  # peak learning rate after linear warm-up, then cosine decay
-lr_gamma = 0.0  # width rule: peak lr = max_lr * (N / lr_ref_params)^-lr_gamma
+lr_gamma = 0.0  # width rule: peak lr is max_lr times (N over lr_ref_params) to the power -lr_gamma
 lr_ref_params = 0  # N at which the peak lr is max_lr (0: no rescaling)
 warmup_frac = 0.05  # fraction of all steps spent warming up
 min_lr_frac = 0.01  # final learning rate as a fraction of max_lr

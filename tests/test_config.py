@@ -51,3 +51,9 @@ def test_ints_and_floats_are_coerced_where_lossless():
     assert cfg.epochs == 4 and isinstance(cfg.epochs, int)
     with pytest.raises(ValueError, match="epochs"):
         config.from_dict({"epochs": 4.5})
+
+
+def test_dataset_kinds_are_the_generators():
+    from msl.data import KINDS
+
+    assert tuple(KINDS) == config.DATASETS

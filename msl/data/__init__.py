@@ -1,13 +1,16 @@
 """Data: the embedded EMT dataset, readers for real datasets, and nested training subsets.
 
 ``Structures`` is the data-key contract (shapes and units in :mod:`msl.data.structures`);
-``embedded``/``generate`` make the default dataset; ``read`` loads any supported file into
-``Structures``; ``split`` fixes validation/test sets and nested training subsets.
+``embedded``/``generate`` make the default dataset (``kind="emt-vdos"`` adds a vibrational
+spectrum and a scalar, computed by :mod:`msl.data.spectra`); ``read`` loads any supported file
+into ``Structures``; ``split`` fixes validation/test sets and nested training subsets.
 """
 
-from msl.data.generate import embedded, generate
+from msl.data import spectra
+from msl.data.generate import KINDS, embedded, generate
 from msl.data.read import read
 from msl.data.structures import GPA_PER_EV_A3, Structures
 from msl.data.subsets import Split, split
 
-__all__ = ["Structures", "GPA_PER_EV_A3", "read", "embedded", "generate", "split", "Split"]
+__all__ = ["Structures", "GPA_PER_EV_A3", "read", "embedded", "generate", "KINDS", "split", "Split",
+           "spectra"]

@@ -27,6 +27,18 @@ own stream ``np.random.SeedSequence([seed, i])``, so the result does not depend 
 
 Every row also stores ``data`` = {sid, candidate, lattice, rattle, rattle_sigma (Å),
 temperature (K, NaN unless thermal), d_nn (Å), d_min_ratio} for provenance.
+
+Kinds (:data:`KINDS`; the kind and its overrides are part of the recipe, so caches never mix):
+
+* ``"emt"``: the recipe above; energy, forces, stress.
+* ``"emt-vdos"``: small cells, 4 to 8 atoms (feasible sizes 4, 6, 8), otherwise the same
+  recipe and filter; each accepted structure is also labelled, in the same worker, with its
+  Gamma-point vibrational density of states from the EMT Hessian (:mod:`msl.data.spectra`: 141
+  points, -8 to 20 THz, 1/THz) and the RMS frequency (THz). Row ``data`` then also holds
+  ``spectrum``, ``spectrum_grid``, ``scalar`` (the RMS frequency), ``frequencies`` (the 3N - 3
+  signed frequencies, THz) and ``n_imaginary``; :func:`msl.data.read` returns the first three
+  as ``Structures.spectrum``/``spectrum_grid``/``scalar``. Cost: 6N more force calls per
+  structure (``research/data.md`` §4).
 """
 
 from __future__ import annotations
@@ -39,10 +51,13 @@ import platform
 import socket
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from msl.data import spectra
 
 ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 RECIPE = {                      # the sampling recipe; any change here invalidates cached datasets
@@ -59,6 +74,10 @@ RECIPE = {                      # the sampling recipe; any change here invalidat
     "min_distance_ratio": 0.6,    # keep d_min / d_nn >= this
     "max_force": 20.0,            # eV/Å, keep max |F| <= this
 }
+KINDS = {                      # kind: how its recipe differs from RECIPE
+    "emt": {},
+    "emt-vdos": {"max_atoms": 8, "spectrum": spectra.SETTINGS},
+}
 _RATTLES = ("thermal", "large", "none")
 _LATTICES = {  # name: (structure, cubic, atoms in the cell, d_nn / a_fcc)
     "fcc-primitive": ("fcc", False, 1, 2 ** -0.5),
@@ -69,33 +88,39 @@ _LATTICES = {  # name: (structure, cubic, atoms in the cell, d_nn / a_fcc)
 }
 
 
-def _cell_options() -> dict[int, list[tuple[str, tuple[int, int, int]]]]:
+def recipe(kind: str = "emt") -> dict:
+    """The full recipe of ``kind``: :data:`RECIPE` with the kind's overrides and its name."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return {"kind": kind, **RECIPE, **KINDS[kind]}
+
+
+@lru_cache(maxsize=None)
+def _cell_options(min_atoms: int, max_atoms: int, max_repeat_ratio: int):
     """Feasible (lattice, repeats) for each atom count N, in a fixed order."""
     options: dict[int, list] = {}
-    r = range(1, RECIPE["max_atoms"] + 1)
+    r = range(1, max_atoms + 1)
     for name, (_, _, n_basis, _) in _LATTICES.items():
         for reps in ((a, b, c) for a in r for b in r for c in r):
             n = n_basis * reps[0] * reps[1] * reps[2]
-            if (RECIPE["min_atoms"] <= n <= RECIPE["max_atoms"]
-                    and max(reps) <= RECIPE["max_repeat_ratio"] * min(reps)):
+            if min_atoms <= n <= max_atoms and max(reps) <= max_repeat_ratio * min(reps):
                 options.setdefault(n, []).append((name, reps))
     return dict(sorted(options.items()))
 
 
-_OPTIONS = _cell_options()
-
-
-def _build(rng: np.random.Generator, elements: tuple[str, ...]):
-    """Steps 1-4 of the recipe: an unlabelled structure and its provenance dict."""
+def _build(rng: np.random.Generator, elements: tuple[str, ...], kind: str = "emt"):
+    """Steps 1-4 of the recipe of ``kind``: an unlabelled structure and its provenance dict."""
     from ase.build import bulk
     from ase.data import atomic_numbers, reference_states
 
-    sizes = list(_OPTIONS)
+    rules = recipe(kind)
+    options = _cell_options(rules["min_atoms"], rules["max_atoms"], rules["max_repeat_ratio"])
+    sizes = list(options)
     n = sizes[rng.integers(len(sizes))]
-    name, reps = _OPTIONS[n][rng.integers(len(_OPTIONS[n]))]
+    name, reps = options[n][rng.integers(len(options[n]))]
     structure, cubic, _, nn_per_a = _LATTICES[name]
 
-    k = int(rng.integers(1, min(RECIPE["max_elements"], len(elements)) + 1))
+    k = int(rng.integers(1, min(rules["max_elements"], len(elements)) + 1))
     chosen = rng.choice(len(elements), size=k, replace=False)
     fractions = rng.dirichlet(np.ones(k))
     species = [elements[j] for j in chosen[rng.choice(k, size=n, p=fractions)]]
@@ -105,17 +130,17 @@ def _build(rng: np.random.Generator, elements: tuple[str, ...]):
     atoms = bulk("X", structure, a=lattice_a, cubic=cubic).repeat(reps)
     atoms.set_chemical_symbols(species)
 
-    e = rng.normal(0.0, RECIPE["strain_std"], 6)  # Voigt order xx yy zz yz xz xy
+    e = rng.normal(0.0, rules["strain_std"], 6)  # Voigt order xx yy zz yz xz xy
     strain = np.array([[e[0], e[5], e[4]], [e[5], e[1], e[3]], [e[4], e[3], e[2]]])
     atoms.set_cell(atoms.cell[:] @ (np.eye(3) + strain), scale_atoms=True)
 
-    rattle = _RATTLES[rng.choice(3, p=RECIPE["rattle_p"])]
+    rattle = _RATTLES[rng.choice(3, p=rules["rattle_p"])]
     temperature, sigma = float("nan"), 0.0
     if rattle == "thermal":
-        temperature = float(rng.uniform(*RECIPE["temperature_k"]))
-        sigma = RECIPE["thermal_sigma_300k"] * math.sqrt(temperature / 300.0)
+        temperature = float(rng.uniform(*rules["temperature_k"]))
+        sigma = rules["thermal_sigma_300k"] * math.sqrt(temperature / 300.0)
     elif rattle == "large":
-        sigma = float(rng.uniform(*RECIPE["large_sigma"]))
+        sigma = float(rng.uniform(*rules["large_sigma"]))
     atoms.positions += rng.normal(0.0, sigma, (n, 3))
     info = {"lattice": name, "rattle": rattle, "rattle_sigma": sigma,
             "temperature": temperature, "d_nn": d_nn}
@@ -130,28 +155,33 @@ def min_distance(atoms, cutoff: float) -> float:
     return float(d.min()) if len(d) else float(cutoff)
 
 
-def candidate(seed: int, i: int, elements=ELEMENTS):
-    """Build, filter and label candidate ``i``: ``(status, payload)``.
+def candidate(seed: int, i: int, elements=ELEMENTS, kind: str = "emt"):
+    """Build, filter and label candidate ``i`` of ``kind``: ``(status, payload)``.
 
-    ``status`` is ``"ok"`` (payload: dict of arrays and provenance), ``"distance"`` or ``"force"``
+    ``status`` is ``"ok"`` (payload: dict of arrays and provenance; for ``emt-vdos`` also
+    ``"spectral"``, the dict of :func:`msl.data.spectra.vdos`), ``"distance"`` or ``"force"``
     (rejected by the filter; payload None).
     """
     from ase.calculators.emt import EMT
 
+    rules = recipe(kind)
     rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-    atoms, info = _build(rng, tuple(elements))
+    atoms, info = _build(rng, tuple(elements), kind)
     info["d_min_ratio"] = min_distance(atoms, 1.5 * info["d_nn"]) / info["d_nn"]
-    if info["d_min_ratio"] < RECIPE["min_distance_ratio"]:
+    if info["d_min_ratio"] < rules["min_distance_ratio"]:
         return "distance", None
     atoms.calc = EMT()
     forces = atoms.get_forces()
-    if np.linalg.norm(forces, axis=1).max() > RECIPE["max_force"]:
+    if np.linalg.norm(forces, axis=1).max() > rules["max_force"]:
         return "force", None
-    return "ok", {
+    payload = {
         "numbers": atoms.numbers, "positions": atoms.positions, "cell": atoms.cell[:],
         "energy": float(atoms.get_potential_energy()), "forces": forces,
         "stress": atoms.get_stress(voigt=False), "info": {"candidate": i, **info},
     }
+    if rules.get("spectrum"):
+        payload["spectral"] = spectra.vdos(atoms, atoms.calc)  # same EMT instance, 6N more calls
+    return "ok", payload
 
 
 def _candidate_star(args):
@@ -165,14 +195,15 @@ def _context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _accepted(n_structures: int, seed: int, elements, workers: int, tally: dict):
+def _accepted(n_structures: int, seed: int, elements, workers: int, tally: dict,
+              kind: str = "emt"):
     """Yield the payloads of accepted candidates in order of i until ``n_structures`` passed."""
     pool = _context().Pool(workers) if workers > 1 else None
     try:
         start, n_ok = 0, 0
         while n_ok < n_structures:
             block = int((n_structures - n_ok) / 0.85) + 4 * workers  # ~87 % pass the filter
-            tasks = ((seed, i, tuple(elements)) for i in range(start, start + block))
+            tasks = ((seed, i, tuple(elements), kind) for i in range(start, start + block))
             chunk = max(1, min(16, block // (8 * workers)))
             results = pool.imap(_candidate_star, tasks, chunk) if pool else map(_candidate_star, tasks)
             for status, payload in results:
@@ -189,7 +220,7 @@ def _accepted(n_structures: int, seed: int, elements, workers: int, tally: dict)
             pool.join()
 
 
-def _write_rows(db, payloads, seed: int, on_row=lambda: None) -> int:
+def _write_rows(db, payloads, seed: int, on_row=lambda: None, kind: str = "emt") -> int:
     """Write accepted payloads to an open ASE database; return the total number of atoms."""
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -199,7 +230,8 @@ def _write_rows(db, payloads, seed: int, on_row=lambda: None) -> int:
         atoms = Atoms(numbers=p["numbers"], positions=p["positions"], cell=p["cell"], pbc=True)
         atoms.calc = SinglePointCalculator(atoms, energy=p["energy"], forces=p["forces"],
                                            stress=p["stress"].reshape(3, 3))
-        db.write(atoms, data={"sid": f"emt-alloys-seed{seed}-{p['info']['candidate']}", **p["info"]})
+        sid = f"{kind}-alloys-seed{seed}-{p['info']['candidate']}"
+        db.write(atoms, data={"sid": sid, **p["info"], **p.get("spectral", {})})
         n_atoms += len(atoms)
         on_row()
     return n_atoms
@@ -215,9 +247,9 @@ def _versions() -> dict:
     return out
 
 
-def _settings(n_structures: int, seed: int, elements) -> dict:
+def _settings(n_structures: int, seed: int, elements, kind: str = "emt") -> dict:
     return {"generator": "msl.data.generate", "n_structures": int(n_structures),
-            "seed": int(seed), "elements": list(elements), **RECIPE}
+            "seed": int(seed), "elements": list(elements), **recipe(kind)}
 
 
 def _temp_name(path: Path) -> Path:
@@ -246,12 +278,13 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
-             elements=ELEMENTS, progress: bool = True) -> Path:
-    """Generate ``n_structures`` EMT-labelled alloys (recipe and filter: module docstring).
+             elements=ELEMENTS, progress: bool = True, kind: str = "emt") -> Path:
+    """Generate ``n_structures`` EMT-labelled alloys of ``kind`` (recipe, filter, kinds: module
+    docstring). An unknown ``kind`` raises ``ValueError`` listing :data:`KINDS`.
 
     Writes an ASE database ``path`` (``.aselmdb``, OMat24's format) and a sidecar
     ``<path>.json`` with the settings, counts, throughput and package versions. The output depends
-    only on ``(n_structures, seed, elements)``, not on ``workers`` (processes; default
+    only on ``(n_structures, seed, elements, kind)``, not on ``workers`` (processes; default
     ``os.cpu_count()``). The database is written to a temp file in the same folder and renamed,
     so an interrupted run never leaves a partial file at ``path``. Returns ``path``.
     """
@@ -259,6 +292,7 @@ def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
     from tqdm.auto import tqdm
 
     path = Path(path)
+    settings = _settings(n_structures, seed, elements, kind)  # checks kind before any work
     if n_structures < 1:
         raise ValueError(f"n_structures must be >= 1, got {n_structures}")
     unknown = [e for e in elements if e not in ELEMENTS]
@@ -268,12 +302,13 @@ def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
     tmp, tally, t0 = _temp_name(path), {}, time.perf_counter()
-    bar = tqdm(total=n_structures, desc=f"EMT alloys ({workers} workers)", unit="structure",
+    label = "EMT alloys" + (" + VDOS" if settings.get("spectrum") else "")
+    bar = tqdm(total=n_structures, desc=f"{label} ({workers} workers)", unit="structure",
                disable=not progress)
-    payloads = _accepted(n_structures, seed, elements, workers, tally)
+    payloads = _accepted(n_structures, seed, elements, workers, tally, kind)
     try:
         with connect(tmp, type="aselmdb", append=False) as db:
-            n_atoms = _write_rows(db, payloads, seed, on_row=bar.update)
+            n_atoms = _write_rows(db, payloads, seed, on_row=bar.update, kind=kind)
         os.replace(tmp, path)
     finally:
         payloads.close()  # stops the worker pool at once if writing failed
@@ -284,7 +319,7 @@ def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
     wall = time.perf_counter() - t0
     n_candidates = sum(tally.values())
     _write_json(Path(f"{path}.json"), {
-        "settings": _settings(n_structures, seed, elements), "n_structures": n_structures,
+        "settings": settings, "n_structures": n_structures,
         "n_atoms_total": n_atoms, "n_candidates": n_candidates,
         "rejected": {"distance": tally.get("distance", 0), "force": tally.get("force", 0)},
         "acceptance": n_structures / n_candidates, "file_bytes": path.stat().st_size,
@@ -322,20 +357,25 @@ def _file_lock(path: Path):
 
 
 def embedded(n_structures: int, seed: int = 0, workers: int | None = None,
-             cache_dir="data", progress: bool = True) -> Path:
-    """The default dataset ``<cache_dir>/emt-alloys-n{n}-seed{seed}.aselmdb``, generated once.
+             cache_dir="data", progress: bool = True, kind: str = "emt") -> Path:
+    """The default dataset ``<cache_dir>/{kind}-alloys-n{n}-seed{seed}.aselmdb``, generated once.
+
+    ``kind="emt"`` (``emt-alloys-...``) is the default set; ``kind="emt-vdos"``
+    (``emt-vdos-alloys-...``) adds spectra (module docstring). The kind is in both the file name
+    and the recorded settings, so kinds never share a cache entry.
 
     If the file exists and its sidecar records the same settings (recipe included), nothing is
     generated and the call returns at once. Parallel callers wait on a lock file
     ``.<name>.lock`` in ``cache_dir`` (left in place: removing a lock file races), so the
     dataset is generated once. ``cache_dir`` is relative to the working directory.
     """
-    path = Path(cache_dir) / f"emt-alloys-n{int(n_structures)}-seed{int(seed)}.aselmdb"
-    settings = _settings(n_structures, seed, ELEMENTS)
+    settings = _settings(n_structures, seed, ELEMENTS, kind)  # unknown kind: ValueError here
+    path = Path(cache_dir) / f"{kind}-alloys-n{int(n_structures)}-seed{int(seed)}.aselmdb"
     if sidecar_matches(path, settings):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(path.parent / f".{path.name}.lock"):
         if not sidecar_matches(path, settings):  # another process may have made it meanwhile
-            generate(path, n_structures, seed=seed, workers=workers, progress=progress)
+            generate(path, n_structures, seed=seed, workers=workers, progress=progress,
+                     kind=kind)
     return path

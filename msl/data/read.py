@@ -14,6 +14,28 @@ Supported sources:
 A label a structure does not carry is NaN (energy [eV], forces [eV/Å], stress [eV/Å^3]);
 losses and metrics must mask NaN targets. Stress given as a Voigt 6-vector is expanded to 3×3.
 
+Spectra and a scalar target (optional, e.g. the dielectric functions of Großmann et al.) are
+read from ``atoms.info`` under these keys (never from ``atoms.arrays``):
+
+===================  ===========================  ===========================================
+key                  value                        becomes
+===================  ===========================  ===========================================
+``spectrum``         1-D array [n_grid]           a row of ``Structures.spectrum``
+``spectrum_grid``    1-D array [n_grid], rising   ``Structures.spectrum_grid`` (one per dataset)
+``scalar``           number                       an entry of ``Structures.scalar``
+===================  ===========================  ===========================================
+
+In extxyz these are ordinary info keys on the comment line (``ase.io.write`` writes arrays in
+``atoms.info`` exactly). In an ASE database (``.aselmdb``/``.db``) they go in the row's ``data``
+(``db.write(atoms, data={"spectrum": ..., "spectrum_grid": ..., "scalar": ...})``): fairchem's
+``AseDBDataset.get_atoms`` copies row ``data`` into ``atoms.info`` but drops ``key_value_pairs``,
+so a scalar stored as a key-value pair is not read. A structure without ``spectrum`` gets a NaN
+row, one without ``scalar`` a NaN; a dataset where no structure has one gets None. All spectra
+must share one grid (equal to within 1e-6 of the grid spacing): a spectrum without its grid, a
+length that differs from its grid, or two grids, within a file or across the files of a folder,
+raise ``ValueError`` naming the structure or both files. The embedded ``emt-vdos`` dataset stores
+its vibrational DOS (1/THz) on a THz grid and the RMS frequency (THz) this way.
+
 Cache: the arrays are saved as ``.npz`` in ``cache_dir`` (default ``.msl-cache`` beside the
 data file or folder) under a key made of the absolute path, size and modification time of every
 source file. A cached read imports neither fairchem (~10 s) nor torch. If the cache folder cannot
@@ -33,7 +55,7 @@ from msl.data.structures import Structures
 DB_SUFFIXES = (".aselmdb", ".db")
 XYZ_SUFFIXES = (".extxyz", ".xyz")
 SUPPORTED = DB_SUFFIXES + XYZ_SUFFIXES + (".npz", "a folder of .aselmdb/.db files")
-_CACHE_FORMAT = 1  # bump when the reader's output changes
+_CACHE_FORMAT = 2  # bump when the reader's output changes (2: spectra and scalar)
 
 
 def read(path, cache_dir=None) -> Structures:
@@ -55,7 +77,7 @@ def read(path, cache_dir=None) -> Structures:
         except ValueError:
             pass  # a damaged cache entry is rebuilt below
     parts = [_read_one(src) for src in sources]
-    data = _concatenate(parts) if len(parts) > 1 else parts[0]
+    data = _concatenate(parts, sources) if len(parts) > 1 else parts[0]
     try:
         data.save(cache)
     except OSError as e:
@@ -100,7 +122,10 @@ def _read_one(src: Path) -> Structures:
         raise ValueError(f"cannot read dataset {src}: {type(e).__name__}: {e}") from e
     if not atoms_list:
         raise ValueError(f"dataset {src} is empty: it holds no structures")
-    return from_atoms(atoms_list)
+    try:
+        return from_atoms(atoms_list)
+    except ValueError as e:
+        raise ValueError(f"dataset {src}: {e}") from e
 
 
 def _is_empty_message(e: Exception) -> bool:
@@ -161,8 +186,65 @@ def _stress33(stress) -> np.ndarray:
     return s.reshape(3, 3)
 
 
+def _same_grid(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal shapes and no point further apart than 1e-6 of ``b``'s smallest spacing."""
+    if a.shape != b.shape:
+        return False
+    scale = np.diff(b).min() if len(b) > 1 else max(abs(float(b[0])), 1.0)
+    return bool(np.abs(a - b).max() <= 1e-6 * scale)
+
+
+def _info_array(atoms, key: str, i: int) -> np.ndarray:
+    value = np.atleast_1d(np.asarray(atoms.info[key], dtype=float))
+    if value.ndim != 1:
+        raise ValueError(f"structure {i}: atoms.info[{key!r}] has shape {value.shape}, "
+                         "expected a 1-D array")
+    return value
+
+
+def _spectra(atoms_list) -> dict:
+    """``spectrum``, ``spectrum_grid`` and ``scalar`` from ``atoms.info`` (module docstring)."""
+    n = len(atoms_list)
+    rows, grid, first, scalar = {}, None, None, np.full(n, np.nan)
+    for i, atoms in enumerate(atoms_list):
+        info = atoms.info
+        if "scalar" in info:
+            try:
+                scalar[i] = float(info["scalar"])
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"structure {i}: atoms.info['scalar'] = {info['scalar']!r} is "
+                                 "not a number") from e
+        if "spectrum" not in info and "spectrum_grid" not in info:
+            continue
+        for key, other in (("spectrum", "spectrum_grid"), ("spectrum_grid", "spectrum")):
+            if key not in info:
+                raise ValueError(f"structure {i} has atoms.info[{other!r}] but no "
+                                 f"atoms.info[{key!r}]")
+        spectrum, g = _info_array(atoms, "spectrum", i), _info_array(atoms, "spectrum_grid", i)
+        if spectrum.shape != g.shape:
+            raise ValueError(f"structure {i}: spectrum has {len(spectrum)} values but its "
+                             f"spectrum_grid has {len(g)} points")
+        if grid is None:
+            grid, first = g, i
+        elif not _same_grid(g, grid):
+            raise ValueError(f"structure {i} has a spectrum_grid ({len(g)} points, {g[0]:g} to "
+                             f"{g[-1]:g}) that differs from structure {first}'s ({len(grid)} "
+                             f"points, {grid[0]:g} to {grid[-1]:g}); all spectra need one grid")
+        rows[i] = spectrum
+    out = {"scalar": scalar if not np.isnan(scalar).all() else None}
+    if grid is not None:
+        spectra = np.full((n, len(grid)), np.nan)
+        for i, row in rows.items():
+            spectra[i] = row
+        out.update(spectrum=spectra, spectrum_grid=grid)
+    return out
+
+
 def from_atoms(atoms_list) -> Structures:
-    """Pack ``ase.Atoms`` (labels from their calculators; NaN where missing) into Structures."""
+    """Pack ``ase.Atoms`` (labels from their calculators; NaN where missing) into Structures.
+
+    Spectra and scalars come from ``atoms.info`` (keys in the module docstring).
+    """
     n = len(atoms_list)
     energy = np.full(n, np.nan)
     stress = np.full((n, 3, 3), np.nan)
@@ -180,12 +262,29 @@ def from_atoms(atoms_list) -> Structures:
         cells=np.stack([a.cell[:] for a in atoms_list]),
         pbc=np.stack([a.pbc for a in atoms_list]),
         n_atoms=[len(a) for a in atoms_list], energy=energy,
-        forces=np.concatenate(forces), stress=stress,
+        forces=np.concatenate(forces), stress=stress, **_spectra(atoms_list),
     )
 
 
-def _concatenate(parts: list[Structures]) -> Structures:
-    return Structures(**{
+def _concatenate(parts: list[Structures], sources: list[Path]) -> Structures:
+    """One Structures from several files; their spectra need one grid (else ``ValueError``)."""
+    arrays = {
         name: np.concatenate([getattr(p, name) for p in parts])
         for name in ("numbers", "positions", "cells", "pbc", "n_atoms", "energy", "forces", "stress")
-    })
+    }
+    with_spectra = [(p, src) for p, src in zip(parts, sources) if p.has_spectra]
+    if with_spectra:
+        grid, first = with_spectra[0][0].spectrum_grid, with_spectra[0][1]
+        for p, src in with_spectra[1:]:
+            if not _same_grid(p.spectrum_grid, grid):
+                raise ValueError(
+                    f"spectra on different grids: {first} has {len(grid)} points "
+                    f"({grid[0]:g} to {grid[-1]:g}), {src} has {len(p.spectrum_grid)} "
+                    f"({p.spectrum_grid[0]:g} to {p.spectrum_grid[-1]:g})")
+        arrays["spectrum_grid"] = grid
+        arrays["spectrum"] = np.concatenate([
+            p.spectrum if p.has_spectra else np.full((len(p), len(grid)), np.nan) for p in parts])
+    if any(p.scalar is not None for p in parts):
+        arrays["scalar"] = np.concatenate([
+            p.scalar if p.scalar is not None else np.full(len(p), np.nan) for p in parts])
+    return Structures(**arrays)

@@ -26,7 +26,14 @@ MODELS = {
     "optimetal2b": "msl.models.optimetal",  # invariant CGC message passing, conservative
     "optimetal2b_tc": "msl.models.optimetal_tc",  # optimetal2b with envelope-weighted attention
     "optimetal3b": "msl.models.optimetal3b",  # optimetal2b plus three-body (angle) messages
+    "equiformer_v2": "msl.models.equiformer_v2",  # EquiformerV2 from fairchem-core's blocks
+    "transformer": "msl.models.transformer:plain",
+    "transformer_local": "msl.models.transformer:local",
+    "escn_md": "msl.models.escn_md",  # fairchem-core's eSCN-MD (UMA) backbone, conservative
     # spectral (spectrum on a grid + scalar), Großmann et al.'s OptiMetal models
+    "optimetal2b_spectral": "msl.models.optimetal_spectral:cgc",
+    "optimetal2b_tc_spectral": "msl.models.optimetal_spectral:tc",
+    "optimetal3b_spectral": "msl.models.optimetal_spectral:three_body",
 }
 
 
@@ -37,6 +44,7 @@ class _Variant:
         self.module, self.variant = module, variant
         self.LADDER = module.LADDER
         self.TASK = getattr(module, "TASK", "potential")
+        self.SYMMETRIC = variant in getattr(module, "SYMMETRIC_VARIANTS", {variant})
 
     def build(self, size: int, **dims):
         return self.module.build(size, variant=self.variant, **dims)

@@ -218,3 +218,25 @@ def frontier(ax, flops, loss, groups=None, *, fit=None, cmap="viridis", group_la
     ax.set_ylabel(loss_label)
     ax.legend(frameon=False, fontsize=7)
     return ax
+
+
+def scan_panel(ax, fitted: dict, form: str, *, xlabel=None, ylabel="loss", asymptotes=0,
+               color=None, label=None):
+    """One 1D scan in the style of Großmann et al.'s Fig. 1: seed means with their spread, the
+    law ``form`` fitted to them with its band, and optionally simple power laws fitted in log
+    space to the first and last ``asymptotes`` points (thin dotted lines, their slopes in the
+    legend) to show a break. ``fitted`` is a ``msl.analysis.fit_forms`` result."""
+    from msl.reanalysis import asymptotes as asymptote_fits
+
+    _, x, y, sigma = fitted["points"]
+    result = fitted["fits"].get(form)
+    loglog(ax, x, y, yerr=sigma, fit=result, label=label, color=color, xlabel=xlabel,
+           ylabel=ylabel)
+    if asymptotes and len(x) > asymptotes:
+        for part, fit_part in zip(("first", "last"), asymptote_fits(x, y, asymptotes)):
+            grid = np.geomspace(x.min(), x.max(), 50)
+            ax.plot(grid, fit_part.predict(grid), ":", lw=1, color="0.4" if part == "first" else "0.1",
+                    label=f"{part} {asymptotes}: α = {fit_part.params['alpha']:.2f}")
+    plain_y_ticks(ax)
+    ax.legend(fontsize=7)
+    return ax

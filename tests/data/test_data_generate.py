@@ -129,10 +129,10 @@ def test_embedded_is_cached(tmp_path, monkeypatch):
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     real = gen_module.candidate
 
-    def flaky(seed, i, elements):
+    def flaky(seed, i, *args):
         if i == 4:
             raise KeyboardInterrupt
-        return real(seed, i, elements)
+        return real(seed, i, *args)
 
     monkeypatch.setattr(gen_module, "candidate", flaky)
     with pytest.raises(KeyboardInterrupt):
