@@ -71,6 +71,8 @@ def scan_points(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss
     """(x name, x, mean y, sigma or None) of one scan's ok runs, averaged over seeds."""
     x_name = AXIS_X.get(grid.axis(scan), grid.axis(scan))
     rows = df[(df.scan == scan) & (df.status == "ok")]
+    if rows.empty:
+        return x_name, np.array([]), np.array([]), None
     grouped = rows.groupby(x_name)[metric]
     x = np.array(grouped.mean().index, dtype=float)
     y = grouped.mean().to_numpy()
@@ -155,12 +157,16 @@ def budget_verdict(checks: pd.DataFrame) -> str:
             f"models (more steps would lower every point, and not by the same factor)")
 
 
-def scan_names(grid: Grid, axis: str | None = None, model: str | None = None) -> list[str]:
-    """The scans of ``grid`` (no budget checks), optionally only those along ``axis`` or of one
-    ``model`` (as fixed in the scan or the grid)."""
+def scan_names(grid: Grid, axis: str | None = None, model: str | None = None,
+               maps: bool = False) -> list[str]:
+    """The 1D scans of ``grid`` (no budget checks), or with ``maps`` its 2D scans (both ``size``
+    and ``n_train`` listed); optionally only those along ``axis`` or of one ``model`` (as fixed
+    in the scan or the grid)."""
     out = []
     for name, spec in grid.scans.items():
-        if axis is not None and spec["axis"] != axis:
+        params = {**grid.fixed, **spec}
+        is_map = isinstance(params.get("size"), list) and isinstance(params.get("n_train"), list)
+        if is_map != maps or (axis is not None and spec["axis"] != axis):
             continue
         if model is not None and spec.get("model", grid.fixed.get("model")) != model:
             continue
@@ -196,7 +202,7 @@ def ranking(fitted: dict[str, dict]) -> pd.DataFrame:
 
     rows = []
     for scan, f in fitted.items():
-        for rank, r in enumerate(fit.select(f["fits"].values()), start=1):
+        for rank, r in enumerate(fit.select(f["fits"].values()) if f["fits"] else [], start=1):
             res = r.result
             exps = ", ".join(f"{k} = {format_pm(v, res.stderr.get(k, np.nan))}"
                              for k, v in res.params.items() if k.startswith(("alpha", "c")))
@@ -343,3 +349,28 @@ def published_exponents() -> pd.DataFrame:
     rows += [{"model": f"{k} (Frey et al.)", "X": "D", "alpha": v}
              for k, v in published.FREY_EXPONENTS.items()]
     return pd.DataFrame(rows)
+
+
+def fit_map(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss") -> dict:
+    """Großmann et al.'s Kaplan-type map broken in D fitted to a 2D scan's cell means:
+    {"n", "d", "y", "fit" (FitResult or None), "reason" (why there is no fit, else "")}."""
+    n, d, y, sigma = map_points(df, grid, scan, metric)
+    try:
+        result = fit.kaplan_2d(n, d, y, sigma, broken=True)
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as err:
+        return {"n": n, "d": d, "y": y, "fit": None, "reason": str(err)}
+    return {"n": n, "d": d, "y": y, "fit": result, "reason": ""}
+
+
+def map_table(maps: dict[str, dict]) -> pd.DataFrame:
+    """One column per map: fitted parameters ± standard errors, points, AICc, diagnosis."""
+    columns = {}
+    for name, m in maps.items():
+        r = m["fit"]
+        if r is None:
+            columns[name] = {"points": len(m["y"]), "poorly determined": f"not fitted: {m['reason']}"}
+            continue
+        columns[name] = {**{k: f"{v:.3g} ± {r.stderr[k]:.2g}" for k, v in r.params.items()},
+                         "points": len(m["y"]), "AICc": f"{r.aicc:.1f}",
+                         "poorly determined": r.reason or "no"}
+    return pd.DataFrame(columns)

@@ -21,11 +21,17 @@ from msl.models import build_model
 
 
 class Calculator(AseCalculator):
-    """Energy, forces and stress of an msl :class:`~msl.models.potential.Potential`."""
+    """Energy, forces and stress of any msl energy model (:class:`~msl.models.potential.EnergyModel`:
+    conservative or with direct heads); spectral models are refused with a clear error."""
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, model, device: str = "cpu", dtype=torch.float64, **kwargs):
+        from msl.models.potential import EnergyModel
+
+        if not isinstance(model, EnergyModel):
+            raise TypeError(f"{type(model).__name__} does not predict energies, so it cannot be an "
+                            f"ASE calculator (spectral models predict a spectrum and a scalar)")
         super().__init__(**kwargs)
         self.device = torch.device(device)
         self.dtype = dtype

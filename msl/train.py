@@ -40,7 +40,7 @@ from msl import targets
 from msl.config import CellConfig
 
 DIVERGE_FACTOR = 1e4  # a training loss this many times above its first value counts as diverged
-MAX_EVALS = 40        # validation passes per run at most (every k-th epoch when epochs are many)
+MAX_EVALS = 12        # validation passes per run at most (every k-th epoch when epochs are many)
 
 
 def peak_lr(cfg: CellConfig, n_params: int) -> float:

@@ -105,18 +105,15 @@ for family, name in FAMILIES.items():
 # %% tags=["hide-input"]
 maps = {}
 for family in ("optimetal2b_tc_spectral", "optimetal3b_spectral"):
-    (scan,) = [s for s in analysis.scan_names(study, axis="n_train", model=family)
-               if s.startswith("map")]
-    n, d, y, _ = analysis.map_points(df, study, scan)
-    maps[family] = (n, d, y, analysis.fit.kaplan_2d(n, d, y, broken=True))
-pd.DataFrame({FAMILIES[f]: {**{k: f"{v:.3g} ± {m[3].stderr[k]:.2g}" for k, v in m[3].params.items()},
-                            "points": len(m[2]), "AICc": f"{m[3].aicc:.1f}",
-                            "poorly determined": m[3].reason or "no"}
-              for f, m in maps.items()})
+    (scan,) = analysis.scan_names(study, model=family, maps=True)
+    maps[FAMILIES[family]] = analysis.fit_map(df, study, scan)
+analysis.map_table(maps)
 
 # %% tags=["hide-input"]
-for family, (n, d, y, result) in maps.items():
-    display(scaling.map_2d(n, d, y, result, loss_label="validation loss", title=FAMILIES[family]))
+for name, m in maps.items():
+    if len(m["y"]):
+        display(scaling.map_2d(m["n"], m["d"], m["y"], m["fit"], loss_label="validation loss",
+                               title=name))
 
 # %% [markdown]
 # ## Beside the paper

@@ -128,9 +128,9 @@ def test_cluster_has_energy_and_forces_but_no_stress(model):
     assert "stress" not in atoms.calc.results
 
 
-def save_checkpoint(model, path):
+def save_checkpoint(model, path, name=NAME, size=SIZE):
     """What :func:`msl.cell.run` writes."""
-    torch.save({"model": NAME, "size": SIZE, "state_dict": model.state_dict()}, path)
+    torch.save({"model": name, "size": size, "state_dict": model.state_dict()}, path)
     return path
 
 
@@ -180,3 +180,36 @@ def test_freshly_initialised_model():
     assert np.isfinite(forces).all() and np.isfinite(stress).all()
     np.testing.assert_allclose(forces.sum(0), 0.0, atol=1e-12)
     assert np.abs(forces).max() > 0
+
+
+POTENTIALS = ["transformer", "transformer_local", "equiformer_v2", "escn_md"]
+
+
+@pytest.mark.parametrize("name", POTENTIALS)
+def test_every_energy_family_is_a_calculator(name, tmp_path):
+    """Each family behind build_model works through ASE, also from a training checkpoint, with
+    the same numbers as calling the model directly on the data pipeline's graph."""
+    torch.manual_seed(0)
+    model = build_model(name, 0)
+    with torch.no_grad():
+        model.atom_ref.uniform_(-6.0, -1.0)
+        model.set_output_scales(forces=0.5, stress=0.01)
+    atoms = alloy(11)
+    atoms.calc = Calculator.from_checkpoint(save_checkpoint(model, tmp_path / "c.pt", name, 0))
+    energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    assert np.isfinite(energy) and forces.shape == (len(atoms), 3) and stress.shape == (6,)
+    reference = Structures(numbers=atoms.numbers, positions=atoms.positions,
+                           cells=atoms.cell[:][None], pbc=atoms.pbc[None], n_atoms=[len(atoms)],
+                           energy=[np.nan], forces=np.full((len(atoms), 3), np.nan),
+                           stress=np.full((1, 3, 3), np.nan))
+    batch = Batch.from_data_list(graph.build(reference, model.cutoff))
+    for key in ("pos", "cell", "shift"):  # the pipeline stores float32; compare in float64
+        batch[key] = batch[key].double()
+    direct = model.double().eval()(batch)
+    assert energy == pytest.approx(float(direct["energy"][0].detach()), rel=1e-5)
+    np.testing.assert_allclose(forces, direct["forces"].detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_spectral_model_is_refused():
+    with pytest.raises(TypeError, match="does not predict energies"):
+        Calculator(build_model("optimetal2b_spectral", 0))

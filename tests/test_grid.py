@@ -43,3 +43,12 @@ def test_bad_grids_fail_loudly(tmp_path, text, word):
 def test_missing_grid_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="grid.yaml"):
         grid.load(tmp_path)
+
+
+@pytest.mark.parametrize("path", ["grids/trikha-omat24", "grids/spectral-optimetal",
+                                  "book/default", "book/spectral", "book/trikha"])
+def test_shipped_grids_are_valid(path):
+    """Every grid in the repository parses, and every one of its cells is a valid config
+    (the GPU grids too: CUDA need not be present to validate them)."""
+    cells = grid.load(path).cells()
+    assert cells and all(cfg.cell_id for cfg, _ in cells)

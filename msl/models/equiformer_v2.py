@@ -75,8 +75,9 @@ from msl.models.optimetal_tc import enveloped_softmax
 from msl.models.potential import MAX_Z, DirectPotential
 
 TASK = "potential"
-CUTOFF = 6.0           # Å; envelope and neighbour lists (Trikha et al.: 12 Å, 20 neighbours)
-AVG_DEGREE = 20.0      # envelope-weighted neighbours within 6 Å (fcc Cu: 21.6); divides sums
+CUTOFF = 5.0           # Å; envelope and neighbour lists, as the other families (shared neighbour
+                       # lists; about 46 neighbours in the EMT cells). Trikha et al.: 12 Å, 20 neighbours
+AVG_DEGREE = 20.0      # a fixed constant dividing the neighbour sums (order of the envelope-weighted count)
 NORM = "layer_norm_sh"  # EquiformerV2's norm_type
 ALPHA_DROP = 0.1       # dropout on attention weights (Trikha et al.)
 DROP_PATH = 0.1        # stochastic depth per structure (Trikha et al.)

@@ -229,6 +229,9 @@ def scan_panel(ax, fitted: dict, form: str, *, xlabel=None, ylabel="loss", asymp
     from msl.reanalysis import asymptotes as asymptote_fits
 
     _, x, y, sigma = fitted["points"]
+    if len(x) == 0:
+        ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center")
+        return ax
     result = fitted["fits"].get(form)
     loglog(ax, x, y, yerr=sigma, fit=result, label=label, color=color, xlabel=xlabel,
            ylabel=ylabel)

@@ -182,12 +182,12 @@ def test_two_training_steps_with_force_loss(name):
         data.stress = 0.01 * torch.randn(1, 3, 3)
         graphs.append(data)
     batch = Batch.from_data_list(graphs)
-    scales = targets.Scales(energy=0.1, forces=0.3, stress=0.01)
-    weights = {"energy": 1.0, "forces": 1.0, "stress": 0.1}
+    scales = targets.Scales({"energy": 0.1, "forces": 0.3, "stress": 0.01})
+    terms = targets.table("default")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     before = copy.deepcopy(model.state_dict())
     for _ in range(2):
-        loss = targets.loss(model(batch), batch, scales, weights)
+        loss = targets.loss(model(batch), batch, scales, terms)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for pname, p in model.named_parameters():
