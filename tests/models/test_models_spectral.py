@@ -29,29 +29,6 @@ SPECTRAL = sorted(n for n in MODELS if task(n) == "spectral")
 VARIANT_OF = {"optimetal2b_spectral": "cgc", "optimetal2b_tc_spectral": "tc",
               "optimetal3b_spectral": "three_body"}
 
-# family -> (n_params, n_params_no_embed) of every rung at the default n_grid (141)
-PINNED = {
-    "optimetal2b_spectral": [
-        (3_998, 3_902),            # d_h 4
-        (9_870, 9_678),            # 8
-        (27_662, 27_278),          # 16
-        (87_438, 86_670),          # 32
-        (303_758, 302_222),        # 64
-        (1_123_470, 1_120_398),    # 128
-        (4_311_182, 4_305_038),    # 256
-        (16_879_758, 16_867_470),  # 512
-        (66_789_518, 66_764_942),  # 1024
-    ],
-    "optimetal2b_tc_spectral": [
-        (4_006, 3_910), (9_822, 9_630), (27_310, 26_926), (85_710, 84_942),
-        (296_206, 294_670), (1_091_982, 1_088_910), (4_182_670, 4_176_526),
-        (16_360_590, 16_348_302), (64_702_606, 64_678_030)],
-    "optimetal3b_spectral": [
-        (5_090, 4_994), (13_526, 13_334), (40_862, 40_478), (137_390, 136_622),
-        (497_870, 496_334), (1_888_526, 1_885_454), (7_348_622, 7_342_478),
-        (28_983_950, 28_971_662), (115_115_150, 115_090_574)],
-}
-
 # Großmann et al.'s measured N at d_h = 16 .. 1024 with 4002 outputs (papers.md section 2.5)
 PUBLISHED = {
     "cgc": [278_627, 585_507, 1_296_035, 3_104_163, 8_268_707, 24_790_947, 82_608_035],
@@ -285,12 +262,6 @@ def meta_count(variant: str, size: int, **dims) -> tuple[int, int]:
     with torch.device("meta"):
         c = count_params(spectral.build(size, variant, **dims))
     return c["n_params"], c["n_params_no_embed"]
-
-
-@pytest.mark.parametrize("name", SPECTRAL)
-def test_parameter_counts_are_pinned(name):
-    got = [meta_count(VARIANT_OF[name], size) for size in range(len(spectral.WIDTHS))]
-    assert got == PINNED[name]
 
 
 @pytest.mark.parametrize("variant", spectral.VARIANTS)
