@@ -374,3 +374,29 @@ def map_table(maps: dict[str, dict]) -> pd.DataFrame:
                          "points": len(m["y"]), "AICc": f"{r.aicc:.1f}",
                          "poorly determined": r.reason or "no"}
     return pd.DataFrame(columns)
+
+
+def exponent_fits(df: pd.DataFrame, grid: Grid, families, n_holdout: int = 2):
+    """Data and parameter exponents of every family in ``families``: per family and kind
+    ("data", "params"), the headline law fitted by :func:`fit_scan`, the four laws of
+    :func:`fit_forms` and, where at least 3 points remain for the fit, the extrapolation error
+    of the simple law fitted without the ``n_holdout`` largest points. Returns
+    (table of :func:`exponent_row` rows, {(family, kind): fit_forms result},
+    {(family, kind): ScanFit})."""
+    rows, fitted, headline = [], {}, {}
+    for family in families:
+        for axis, kind, label in (("n_train", "data", "D"), ("size", "params", "N")):
+            scans = scan_names(grid, axis=axis, model=family)
+            if not scans:
+                continue
+            scan_fit = fit_scan(df, grid, scans[0])
+            forms = fit_forms(df, grid, scans[0])
+            ranked = ranking({scans[0]: forms})
+            extrap = None
+            if len(scan_fit.x) - n_holdout >= 3:
+                extrap = fit.extrapolation(fit.power_law, scan_fit.x, scan_fit.y,
+                                           n_holdout=n_holdout, space="log")
+            fitted[(family, kind)], headline[(family, kind)] = forms, scan_fit
+            rows.append(exponent_row(family, label, scan_fit.x, scan_fit.result,
+                                     ranked.iloc[0]["form"], extrap))
+    return pd.DataFrame(rows), fitted, headline

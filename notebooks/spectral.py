@@ -36,6 +36,8 @@
 study_dir = "../tests/fixtures/spectral"  # folder holding grid.yaml and records/
 
 # %% tags=["hide-input"]
+import warnings
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
@@ -43,6 +45,7 @@ from IPython.display import display
 from msl import analysis, grid as grids
 from msl.plot import scaling
 
+warnings.simplefilter("ignore", RuntimeWarning)  # overflow in fit starts far from the optimum
 study = grids.load(study_dir)
 df = analysis.table(study)
 FAMILIES = {"optimetal2b_spectral": "2B-CGC", "optimetal2b_tc_spectral": "2B-TC",
@@ -67,7 +70,7 @@ for family in FAMILIES:
         (scan,) = analysis.scan_names(study, axis=axis, model=family)
         fitted[(family, kind)] = analysis.fit_forms(df, study, scan)
 ranks = analysis.ranking({f"{FAMILIES[f]} {k}": v for (f, k), v in fitted.items()})
-ranks.round({"AICc": 2, "dAICc": 2, "weight": 3}).fillna("").set_index(["scan", "rank"])
+ranks.round({"AICc": 2, "dAICc": 2, "weight": 3}).astype(object).fillna("").set_index(["scan", "rank"])
 
 # %% [markdown]
 # ## Data and parameter scaling (the paper's Fig. 1)
