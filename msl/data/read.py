@@ -134,8 +134,11 @@ def _is_empty_message(e: Exception) -> bool:
 
 def _ase_db_atoms(src: Path) -> list:
     """All rows of an ASE database through fairchem's ``AseDBDataset`` (imported here: ~10 s)."""
-    from fairchem.core.datasets import AseDBDataset
     from tqdm.auto import tqdm
+
+    from msl.quiet import import_quietly
+
+    AseDBDataset = import_quietly("fairchem.core.datasets").AseDBDataset
 
     _check_sqlite(src) if src.suffix == ".db" else _check_lmdb(src)
     dataset = AseDBDataset(config={"src": str(src)})

@@ -16,10 +16,11 @@ Two kinds of family, told apart by the module attribute ``TASK``:
 
 from __future__ import annotations
 
-import importlib
 import numbers
 
 from torch import nn
+
+from msl.quiet import import_quietly
 
 MODELS = {
     # potentials (energy, forces, stress)
@@ -55,7 +56,7 @@ def family(name: str):
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     path, _, variant = MODELS[name].partition(":")
-    module = importlib.import_module(path)
+    module = import_quietly(path)
     return _Variant(module, variant) if variant else module
 
 
