@@ -21,6 +21,7 @@ from msl import graph
 from msl.models import MODELS, build_model, count_params, family, task
 from msl.models import optimetal_spectral as spectral
 from msl.models.potential import EnergyModel
+from test_models_physics import random_rotation, rotated
 
 torch.set_num_threads(2)
 
@@ -77,20 +78,6 @@ def predict(model, atoms_list):
     with torch.no_grad():
         out = model(to_batch(model, atoms_list))
     return out["spectrum"].numpy(), out["scalar"].numpy()
-
-
-def random_rotation(rng) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
-
-
-def rotated(atoms: Atoms, rot: np.ndarray) -> Atoms:
-    """``atoms`` with positions and cell vectors (rows) rotated by ``rot``: r' = R r."""
-    out = atoms.copy()
-    out.set_cell(atoms.cell[:] @ rot.T, scale_atoms=False)
-    out.positions = atoms.positions @ rot.T
-    return out
 
 
 def perturbed(name: str, size: int = 1):
