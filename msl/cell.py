@@ -97,7 +97,7 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
     graphs = graph.build(structures, model.cutoff, cache_dir=data_dir() / "graphs",
                          key=Path(path).stem)
     pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
-    state = _checkpoint_dir(cfg) / f"{cfg.cell_id}.state.pt" if cfg.resume and cfg.record_dir else None
+    state = _state_path(cfg) if cfg.resume and cfg.record_dir else None
     result = train(model, pick(train_idx), pick(split.val), scales, cfg, progress=progress,
                    checkpoint=state)
     terms = table(cfg.targets)
@@ -148,6 +148,11 @@ def _checkpoint_dir(cfg: CellConfig) -> Path:
     return Path(cfg.record_dir).parent / "checkpoints"
 
 
+def _state_path(cfg: CellConfig) -> Path:
+    """The resumable training state of a cell (see msl.train), beside its checkpoint."""
+    return _checkpoint_dir(cfg) / f"{cfg.cell_id}.state.pt"
+
+
 def _save_checkpoint(cfg: CellConfig, model) -> None:
     """The trained model (best validation state) for msl.calculator; the resumable training
     state is no longer needed once the record exists and is removed by :func:`_finish`."""
@@ -165,5 +170,5 @@ def _finish(cfg: CellConfig, record: dict, start: float) -> dict:
     if cfg.record_dir:
         records.write(Path(cfg.record_dir) / f"{cfg.cell_id}.json", record)
         if record["status"] == "ok":
-            (_checkpoint_dir(cfg) / f"{cfg.cell_id}.state.pt").unlink(missing_ok=True)
+            _state_path(cfg).unlink(missing_ok=True)
     return record

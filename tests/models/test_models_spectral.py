@@ -15,13 +15,13 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch
 
 from msl import graph
 from msl.models import MODELS, build_model, count_params, family, task
 from msl.models import optimetal_spectral as spectral
 from msl.models.potential import EnergyModel
-from test_models_physics import random_rotation, rotated
+from test_models_physics import random_rotation, rotated, to_data
 
 torch.set_num_threads(2)
 
@@ -56,17 +56,6 @@ def alloy(seed: int, lattice="fcc", repeat=(2, 2, 2), cubic=False, shear=0.05,
 
 
 STRUCTURES = [alloy(0), alloy(1, "bcc", repeat=(2, 1, 1)), alloy(2, cubic=True, repeat=1)]
-
-
-def to_data(atoms: Atoms, cutoff: float) -> Data:
-    """Float64 graph of ``atoms`` with every edge shorter than ``cutoff`` Å."""
-    edge_index, shift = graph.edges(atoms.positions, atoms.cell[:], atoms.pbc, cutoff)
-    f64 = dict(dtype=torch.float64)
-    return Data(z=torch.as_tensor(atoms.numbers, dtype=torch.long),
-                pos=torch.as_tensor(atoms.positions, **f64),
-                cell=torch.as_tensor(np.asarray(atoms.cell[:])[None], **f64),
-                edge_index=torch.as_tensor(edge_index), shift=torch.as_tensor(shift, **f64),
-                num_nodes=len(atoms))
 
 
 def to_batch(model, atoms_list) -> Batch:
