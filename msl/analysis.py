@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from msl import fit
+from msl import fit, reanalysis
 from msl import results as records
 from msl.grid import Grid
 
@@ -22,10 +22,8 @@ X_LABEL = {"n_train": "D (training structures)", "n_params": "N (parameters)",
            "flops": "C (training FLOPs)"}
 BUDGET_TOLERANCE = 0.05   # |L(2E) - L(E)| / L(E) below this counts as converged
 METRICS = ("loss", "energy_mae", "forces_mae", "stress_mae", "spectrum_mae", "scalar_mae")
-FORMS_1D = {  # the 1D laws compared by AICc (Großmann et al.'s three, plus BNSL with one break)
-    "power_law": fit.power_law,
-    "power_law_floor": fit.power_law_floor,
-    "broken_power_law": fit.broken_power_law,
+FORMS_1D = {  # the 1D laws compared by AICc: Großmann et al.'s three, plus BNSL with one break
+    **reanalysis.FORMS,
     "bnsl_1": lambda x, y, sigma=None: fit.bnsl(x, y, 1, sigma),
 }
 
