@@ -15,6 +15,7 @@ import pandas as pd
 
 from msl import fit, reanalysis
 from msl import results as records
+from msl.fit import display, verdicts
 from msl.grid import Grid
 
 AXIS_X = {"n_train": "n_train", "size": "n_params"}   # scanned parameter -> x of the fit
@@ -128,15 +129,15 @@ def budget_check(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
 
 
 def fits_table(fits: dict[str, ScanFit]) -> pd.DataFrame:
-    """One row per scan: range, fitted exponent with its standard error, x0, points, AICc."""
+    """One row per scan: range, points, fitted exponent and x0 ± one standard error (or
+    "undetermined" with the reason, ``FitResult.shown``), AICc."""
     rows = []
     for name, f in fits.items():
         r = f.result
         rows.append({"scan": name, "x": X_LABEL.get(f.x_name, f.x_name),
                      "range": f"{f.x.min():.3g} – {f.x.max():.3g}", "points": len(f.x),
-                     "alpha": r.params["alpha"], "± (1 s.e.)": r.stderr["alpha"],
-                     "x0": r.params["x0"], "AICc": r.aicc,
-                     "poorly determined": bool(r.poorly_determined)})
+                     "alpha": r.shown("alpha"), "x0": r.shown("x0"),
+                     "AICc": display.round_criterion(r.aicc, display.AICC_DECIMALS)})
     return pd.DataFrame(rows).set_index("scan")
 
 
@@ -194,19 +195,15 @@ def fit_forms(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss")
 
 def ranking(fitted: dict[str, dict]) -> pd.DataFrame:
     """AICc ranking of the forms of every scan (``fit_forms`` results by scan name): rank, AICc,
-    dAICc, Akaike weight, the exponents with standard errors, and whether it is poorly
-    determined (with the reason)."""
-    from msl.fit.result import format_pm
-
+    dAICc, Akaike weight (rounded, ``msl.fit.display``), the exponents (``FitResult.stated``),
+    and whether it is poorly determined (with the reason)."""
     rows = []
     for scan, f in fitted.items():
         for rank, r in enumerate(fit.select(f["fits"].values()) if f["fits"] else [], start=1):
             res = r.result
-            exps = ", ".join(f"{k} = {format_pm(v, res.stderr.get(k, np.nan))}"
-                             for k, v in res.params.items() if k.startswith(("alpha", "c")))
+            exps = ", ".join(res.stated(k) for k in res.params if k.startswith(("alpha", "c")))
             rows.append({"scan": scan, "rank": rank, "form": res.form, "k": res.n_params,
-                         "AICc": r.aicc, "dAICc": r.delta_aicc, "weight": r.weight,
-                         "exponents": exps,
+                         **display.criteria(r), "exponents": exps,
                          "poorly determined": res.reason if res.poorly_determined else ""})
         for form, reason in f["skipped"].items():
             rows.append({"scan": scan, "rank": None, "form": form, "AICc": np.inf,
@@ -268,47 +265,29 @@ def paper_comparison(fitted: dict[tuple[str, str], dict]) -> pd.DataFrame:
             continue
         for name, (value, se) in pub["params"].items():
             rows.append({"model": PAPER_NAMES[family], "scan": scan, "form": form,
-                         "parameter": name, "ours": res.params[name],
-                         "ours ± (1 s.e.)": res.stderr[name], "published": value,
-                         "published ±": se})
+                         "parameter": name, "ours": res.shown(name),
+                         "published": reanalysis.printed(name, value, se)})
     return pd.DataFrame(rows)
 
 
 def break_verdict(f: dict) -> str:
-    """A plain sentence on whether a data scan shows a break: AICc of the broken law against the
-    simple one, where the break sits, and the exponents before and after it."""
-    fits = f["fits"]
-    simple, broken = fits.get("power_law"), fits.get("broken_power_law")
+    """A plain sentence on whether a data scan (a ``fit_forms`` result) shows a break: AICc of
+    the broken law against the simple one, where the break sits, and the slopes before and after
+    it (``msl.fit.verdicts.break_sentence``: nothing undetermined is quoted)."""
+    simple, broken = f["fits"].get("power_law"), f["fits"].get("broken_power_law")
     if simple is None or broken is None:
         return "the broken law could not be fitted to this scan"
-    x = f["points"][1]
-    d_aicc = simple.aicc - broken.aicc
-    xc = broken.params["x_c"]
-    inside = x.min() < xc < x.max()
-    a1, a2 = broken.params["alpha_1"], broken.params["alpha_2"]
-    where = (f"D_c = {xc:.3g} lies inside the measured range ({x.min():.3g} to {x.max():.3g})"
-             if inside else f"D_c = {xc:.3g} lies outside the measured range, so no break is seen")
-    better = ("the broken law is preferred" if d_aicc > 2 else
-              "the simple law is as good (ΔAICc < 2)" if d_aicc > -2 else
-              "the simple law is preferred")
-    return (f"{better} (AICc simple − broken = {d_aicc:+.1f}); {where}; slope {a1:.2f} below "
-            f"the break and {a2:.2f} above it")
+    return verdicts.break_sentence(simple, broken, f["points"][1])
 
 
 def saturation_verdict(f: dict) -> str:
     """A plain sentence on whether a parameter scan saturates: AICc of the law with floor
-    against the simple one, and the floor against the smallest loss measured."""
-    fits = f["fits"]
-    simple, floor = fits.get("power_law"), fits.get("power_law_floor")
+    against the simple one, and the floor against the smallest loss measured
+    (``msl.fit.verdicts.saturation_sentence``)."""
+    simple, floor = f["fits"].get("power_law"), f["fits"].get("power_law_floor")
     if simple is None or floor is None:
         return "the law with floor could not be fitted to this scan"
-    d_aicc = simple.aicc - floor.aicc
-    y = f["points"][2]
-    better = ("the floor is preferred" if d_aicc > 2 else
-              "a floor is not needed (ΔAICc < 2)" if d_aicc > -2 else "the simple law is preferred")
-    return (f"{better} (AICc simple − floor = {d_aicc:+.1f}); the fitted floor L_inf = "
-            f"{floor.params['L_inf']:.3g} against a smallest mean loss of {y.min():.3g}, exponent "
-            f"{floor.params['alpha']:.2f} ± {floor.stderr['alpha']:.2f}")
+    return verdicts.saturation_sentence(simple, floor, f["points"][2])
 
 
 def frontier_fit(curves: pd.DataFrame, metric: str = "val/loss"):
@@ -325,26 +304,29 @@ def frontier_fit(curves: pd.DataFrame, metric: str = "val/loss"):
 
 
 def exponent_row(name: str, axis: str, x: np.ndarray, result, ranked=None, extrap=None) -> dict:
-    """One row of an exponents table: L = a X^-alpha with its standard error and range, the form
-    AICc prefers (from ``ranking`` rows of the same scan) and the extrapolation error."""
-    return {"model": name, "X": axis, "alpha": result.params["alpha"],
-            "± (1 s.e.)": result.stderr["alpha"], "points": len(x),
+    """One row of an exponents table: L = a X^-alpha ± its standard error (``FitResult.shown``)
+    and range, the form AICc prefers (from ``ranking`` rows of the same scan) and the
+    extrapolation error (RMS log errors, rounded as ``msl.fit.display`` rounds them)."""
+    held, fitted = (None, None) if extrap is None else (
+        display.round_criterion(e, display.ERROR_DECIMALS)
+        for e in (extrap.rmsle_holdout, extrap.rmsle_train))
+    return {"model": name, "X": axis, "alpha": result.shown("alpha"), "points": len(x),
             "range": f"{np.min(x):.3g} – {np.max(x):.3g}",
-            "decades": float(np.log10(np.max(x) / np.min(x))),
+            "decades": round(float(np.log10(np.max(x) / np.min(x))), 2),
             "AICc prefers": None if ranked is None else ranked,
-            "held-out RMSLE (2 largest)": None if extrap is None else extrap.rmsle_holdout,
-            "in-sample RMSLE": None if extrap is None else extrap.rmsle_train}
+            "held-out RMSLE (2 largest)": held, "in-sample RMSLE": fitted}
 
 
 def published_exponents() -> pd.DataFrame:
     """Trikha et al.'s EquiformerV2 exponents and Frey et al.'s, as rows of the same table."""
     from msl import published
 
-    rows = [{"model": "EquiformerV2 (Trikha et al., OMat24)", "X": axis, "alpha": v["beta"]}
+    rows = [{"model": "EquiformerV2 (Trikha et al., OMat24)", "X": axis,
+             "alpha": f"{v['beta']:g}"}
             for axis, v in (("N", published.TRIKHA_EQV2["params"]),
                             ("C", published.TRIKHA_EQV2["compute"]),
                             ("D", published.TRIKHA_EQV2["data"]))]
-    rows += [{"model": f"{k} (Frey et al.)", "X": "D", "alpha": v}
+    rows += [{"model": f"{k} (Frey et al.)", "X": "D", "alpha": f"{v:g}"}
              for k, v in published.FREY_EXPONENTS.items()]
     return pd.DataFrame(rows)
 
@@ -368,8 +350,8 @@ def map_table(maps: dict[str, dict]) -> pd.DataFrame:
         if r is None:
             columns[name] = {"points": len(m["y"]), "poorly determined": f"not fitted: {m['reason']}"}
             continue
-        columns[name] = {**{k: f"{v:.3g} ± {r.stderr[k]:.2g}" for k, v in r.params.items()},
-                         "points": len(m["y"]), "AICc": f"{r.aicc:.1f}",
+        columns[name] = {**{k: r.shown(k) for k in r.params},
+                         "points": len(m["y"]), "AICc": display.format_aicc(r.aicc),
                          "poorly determined": r.reason or "no"}
     return pd.DataFrame(columns)
 

@@ -2,8 +2,10 @@
 
 ``notebooks/train.ipynb`` and ``msl train`` both call :func:`run`; the notebook only adds plots.
 Order of work: validate everything that can be checked before any compute (config, dataset size
-against the requested D), then train. A bad value stops the run with a ValueError naming it and
-writes nothing; an error during training writes a ``failed`` record (with the error) and re-raises.
+against the requested D, the labels the model needs), then train. A bad value stops the run with a
+ValueError naming it and writes nothing; an error during training writes a ``failed`` record (with
+the error) and re-raises. CPU threads: ``threads``, or where it is 0 the idle cores
+(:func:`msl.train.auto_threads`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from msl import results as records
 from msl.config import CellConfig
 from msl.models import build_model, count_params, task
 from msl.targets import Scales, table
-from msl.train import evaluate, resolve_device, train
+from msl.train import auto_threads, evaluate, resolve_device, train
 
 CONVERGED_TOLERANCE = 0.02  # see `converged`
 
@@ -50,6 +52,19 @@ def check_pool(cfg: CellConfig, n_pool: int) -> None:
                          f"exceeds the {n_pool} structures in the dataset")
 
 
+def check_labels(cfg: CellConfig, structures, train_idx, path) -> None:
+    """A potential needs the energy of every training structure (it fits per-element reference
+    energies to them); a label missing from the file is NaN (msl.data.read), so refuse it here
+    rather than train on NaN. Non-finite labels present in a file are refused by msl.data.read."""
+    if task(cfg.model) == "spectral":
+        return
+    missing = np.flatnonzero(np.isnan(structures.energy[train_idx]))
+    if missing.size:
+        raise ValueError(f"model {cfg.model!r} needs the energy of every training structure, but "
+                         f"structure {int(train_idx[missing[0]])} of {path} has no energy "
+                         f"({missing.size} of the {len(train_idx)} training structures lack one)")
+
+
 def converged(history: list[dict], stopped_early: bool) -> bool:
     """A run counts as converged if early stopping ended it, or if its best validation loss
     improved by less than ``CONVERGED_TOLERANCE`` (relative) over the last quarter of its epochs.
@@ -67,8 +82,6 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     """Train one cell and return its record (also written to ``record_dir`` if set)."""
     cfg = cfg.with_id()
     start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)  # fails early if CUDA is asked for but absent
     path = dataset_path(cfg, progress)
     structures = data.read(path)
@@ -76,6 +89,8 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     split = data.split(len(structures), cfg.n_val, cfg.n_test, seed=cfg.seed,
                        split_seed=cfg.split_seed)
     train_idx = split.train(cfg.n_train)
+    check_labels(cfg, structures, train_idx, path)
+    torch.set_num_threads(auto_threads(cfg.threads))  # after the checks: warns only for a real run
     try:
         record = _train_and_score(cfg, structures, split, train_idx, path, device, progress)
     except Exception as err:  # recorded, then re-raised: the sweep and papermill see the failure

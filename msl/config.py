@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -51,7 +52,7 @@ class CellConfig:
     # execution
     precision: str = "fp32"         # fp32 | bf16 | fp16 (mixed precision needs CUDA)
     device: str = "cpu"             # cpu | cuda | cuda:N | auto
-    threads: int = 0                # torch CPU threads; 0: torch's default
+    threads: int = 0                # torch CPU threads; 0: auto, the idle cores (msl.train.auto_threads)
     resume: int = 1                 # 1: save the training state at each validation and resume a cut-off run
 
     def __post_init__(self):
@@ -107,6 +108,9 @@ def validate(cfg: CellConfig) -> None:
     from msl.models import check_size, task  # late import: msl.models imports torch
     from msl.targets import check_task, table
 
+    for f in fields(cfg):  # inf and nan pass every comparison below (or fail it silently)
+        if f.type == "float" and not math.isfinite(getattr(cfg, f.name)):
+            raise ValueError(f"{f.name} must be a finite number, got {getattr(cfg, f.name)!r}")
     positive = {"n_train": cfg.n_train, "n_val": cfg.n_val, "n_test": cfg.n_test,
                 "epochs": cfg.epochs, "batch_size": cfg.batch_size, "pool_size": cfg.pool_size}
     for key, value in positive.items():

@@ -20,6 +20,7 @@ import pandas as pd
 
 import msl.fit as fit
 from msl import published
+from msl.fit import display
 from msl.fit.kaplan import KAPLAN_BROKEN
 
 FORMS = {  # the 1D laws of Großmann et al. that msl.fit fits, by msl.fit's form name
@@ -49,13 +50,24 @@ def resolution(name: str, value: float) -> float:
     return published.PRINTED_RESOLUTION
 
 
-def agrees(name: str, ours: float, se_ours: float, pub: float, se_pub) -> bool | None:
+def printed(name: str, value: float, se=None) -> str:
+    """A published parameter as the paper printed it: two decimals, scales as 10^a, and the
+    error where one was printed (``0.15 ± 0.00``, ``10^4.72 ± 10^3.33``)."""
+    if name in SCALES:
+        text = f"10^{math.log10(value):.2f}"
+        return text if se is None else f"{text} ± 10^{math.log10(se):.2f}"
+    return f"{value:.2f}" if se is None else f"{value:.2f} ± {se:.2f}"
+
+
+def agrees(name: str, ours: float, se_ours: float, pub: float, se_pub,
+           undetermined: str | None = None) -> bool | None:
     """Whether our value and the published one agree within 2 combined standard errors.
 
     ``se_pub`` None (printed without an error) or below the printing resolution counts as the
-    resolution. None when our standard error is not finite (nothing to compare with).
+    resolution. None when our value is undetermined (``undetermined``, the reason, or a standard
+    error not finite or at least the value: nothing to compare with).
     """
-    if not np.isfinite(se_ours):
+    if display.why_undetermined(ours, se_ours, undetermined) is not None:
         return None
     se_p = max(se_pub or 0.0, resolution(name, pub))
     return bool(abs(ours - pub) <= 2 * math.hypot(se_ours, se_p))
@@ -64,8 +76,10 @@ def agrees(name: str, ours: float, se_ours: float, pub: float, se_pub) -> bool |
 def ranking(fits: dict) -> pd.DataFrame:
     """AICc ranking of our forms per model and scan, with the published AICc of the same form.
 
-    ``published rank`` ranks the published AICc among all forms the paper printed for that scan
-    (including the broken law with amplitude, which msl.fit does not fit).
+    AICc, dAICc and weights are rounded (``msl.fit.display``); ``poorly determined`` gives the
+    reason, empty when there is none. ``published rank`` ranks the published AICc among all
+    forms the paper printed for that scan (including the broken law with amplitude, which
+    msl.fit does not fit).
     """
     rows = []
     for (model, scan), results in fits.items():
@@ -75,15 +89,17 @@ def ranking(fits: dict) -> pd.DataFrame:
         for rank, r in enumerate(fit.select(results.values()), start=1):
             form = r.result.form
             rows.append({"model": model, "scan": scan, "rank": rank, "form": form,
-                         "k": r.result.n_params, "AICc": r.aicc, "dAICc": r.delta_aicc,
-                         "weight": r.weight, "poorly determined": r.result.poorly_determined,
+                         "k": r.result.n_params, **display.criteria(r),
+                         "poorly determined": r.result.reason,
                          "published AICc": printed.get(form, math.nan),
                          "published rank": order.index(form) + 1 if form in printed else None})
     return pd.DataFrame(rows)
 
 
 def comparison(fits: dict) -> pd.DataFrame:
-    """One row per published parameter of a form we fit: ours ± se beside published ± se."""
+    """One row per published parameter of a form we fit: ours ± se (``FitResult.shown``: or
+    "undetermined" with the reason) beside the published value ± se as printed, and whether
+    they agree (None where ours is undetermined)."""
     rows = []
     for (model, scan), results in fits.items():
         for form, result in results.items():
@@ -91,9 +107,10 @@ def comparison(fits: dict) -> pd.DataFrame:
             for name, (pub, se_pub) in (row or {"params": {}})["params"].items():
                 ours, se = result.params[name], result.stderr[name]
                 rows.append({"model": model, "scan": scan, "form": form, "parameter": name,
-                             "ours": ours, "ours se": se, "published": pub,
-                             "published se": math.nan if se_pub is None else se_pub,
-                             "agree": agrees(name, ours, se, pub, se_pub)})
+                             "ours": result.shown(name),
+                             "published": printed(name, pub, se_pub),
+                             "agree": agrees(name, ours, se, pub, se_pub,
+                                             result.undetermined.get(name))})
     return pd.DataFrame(rows)
 
 
@@ -114,28 +131,33 @@ def asymptote_table(n_points: int = 3) -> pd.DataFrame:
     """Exponents of the first and last ``n_points`` of every scan, and whether they differ.
 
     ``steeper`` / ``flatter``: the last-points exponent is larger / smaller than the first-points
-    one by more than 2 combined standard errors; ``same`` otherwise.
+    one by more than 2 combined standard errors; ``same`` otherwise. Exponents are shown
+    ``FitResult.shown``; the fits are kept in ``attrs["fits"]`` {(model, scan): (first, last)}.
     """
-    rows = []
+    rows, fits = [], {}
     for model in published.MODELS:
         for scan in SCANS:
-            first, last = asymptotes(*published.scan(scan, model), n_points)
+            first, last = fits[(model, scan)] = asymptotes(*published.scan(scan, model), n_points)
             a1, a2 = first.params["alpha"], last.params["alpha"]
-            s1, s2 = first.stderr["alpha"], last.stderr["alpha"]
-            diff, tol = a2 - a1, 2 * math.hypot(s1, s2)
-            rows.append({"model": model, "scan": scan, "alpha first": a1, "se first": s1,
-                         "alpha last": a2, "se last": s2,
+            diff, tol = a2 - a1, 2 * math.hypot(first.stderr["alpha"], last.stderr["alpha"])
+            rows.append({"model": model, "scan": scan, "alpha first": first.shown("alpha"),
+                         "alpha last": last.shown("alpha"),
                          "change": "steeper" if diff > tol else "flatter" if -diff > tol
                          else "same"})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["fits"] = fits
+    return table
 
 
 def extrapolation_table(n_holdout: int = 2) -> tuple[pd.DataFrame, dict]:
     """Every form fitted on all but the ``n_holdout`` largest points, scored on those.
 
     Returns (table, {(model, scan, form): Extrapolation}); errors are RMS log errors and mean
-    absolute relative errors (``msl.fit.extrapolation``).
+    absolute relative errors (``msl.fit.extrapolation``), rounded (``msl.fit.display``).
     """
+    def rounded(value):
+        return display.round_criterion(value, display.ERROR_DECIMALS)
+
     rows, runs = [], {}
     for model in published.MODELS:
         for scan in SCANS:
@@ -144,9 +166,10 @@ def extrapolation_table(n_holdout: int = 2) -> tuple[pd.DataFrame, dict]:
                 ex = fit.extrapolation(fn, x, y, n_holdout=n_holdout)
                 runs[(model, scan, form)] = ex
                 rows.append({"model": model, "scan": scan, "form": form,
-                             "RMSLE fit": ex.rmsle_train, "RMSLE held out": ex.rmsle_holdout,
-                             "rel. error held out": ex.mare_holdout,
-                             "poorly determined": ex.fit.poorly_determined})
+                             "RMSLE fit": rounded(ex.rmsle_train),
+                             "RMSLE held out": rounded(ex.rmsle_holdout),
+                             "rel. error held out": rounded(ex.mare_holdout),
+                             "poorly determined": ex.fit.reason})
     return pd.DataFrame(rows), runs
 
 
@@ -179,13 +202,14 @@ def map_check() -> pd.DataFrame:
             pred = map_prediction(model, nn, dd)
             rel = pred / loss - 1
             rows.append({"model": model, "slice": name, "points": loss.size,
-                         "mean |rel. error|": float(np.mean(np.abs(rel))),
-                         "max |rel. error|": float(np.max(np.abs(rel)))})
+                         "mean |rel. error|": round(float(np.mean(np.abs(rel))), 4),
+                         "max |rel. error|": round(float(np.max(np.abs(rel))), 4)})
     return pd.DataFrame(rows)
 
 
 def bnsl_check() -> pd.DataFrame:
-    """BNSL with 0 and 1 breaks on every scan: parameters, AICc and whether it is determined.
+    """BNSL with 0 and 1 breaks on every scan: a and c0 (``FitResult.shown``), AICc, and why
+    it is poorly determined (empty when it is not).
 
     One break has 6 parameters; on 7 points AICc's correction (2k^2 + 2k)/(n - k - 1) is
     undefined (n <= k + 1), so it cannot enter the ranking. Zero breaks is a + b x^(-c0): the
@@ -198,6 +222,8 @@ def bnsl_check() -> pd.DataFrame:
             for n_breaks in (0, 1):
                 r = fit.bnsl(x, y, n_breaks=n_breaks)
                 rows.append({"model": model, "scan": scan, "breaks": n_breaks,
-                             "k": r.n_params, "AICc": r.aicc, "a": r.params["a"],
-                             "c0": r.params["c0"], "poorly determined": r.poorly_determined})
+                             "k": r.n_params,
+                             "AICc": display.round_criterion(r.aicc, display.AICC_DECIMALS),
+                             "a": r.shown("a"), "c0": r.shown("c0"),
+                             "poorly determined": r.reason})
     return pd.DataFrame(rows)

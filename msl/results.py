@@ -17,7 +17,9 @@ from pathlib import Path
 
 STATUSES = ("ok", "diverged", "failed")
 FINISHED = ("ok", "diverged")   # a resumed sweep skips these; failed cells run again
-PACKAGES = ("torch", "torch-geometric", "numpy", "ase", "fairchem-core", "matscipy", "msl")
+# distribution names as installed (importlib.metadata); the full set is pinned in requirements.lock
+PACKAGES = ("torch", "torch-geometric", "fairchem-core", "ase", "pymatgen", "matscipy", "numpy",
+            "scipy", "pandas", "matplotlib", "papermill", "msl")
 
 
 def write(path: str | os.PathLike, record: dict) -> Path:

@@ -13,7 +13,12 @@ Resuming: given a ``checkpoint`` path, the whole training state (model, optimise
 gradient scaler, RNG states, history, best state) is written there atomically after every
 validation; a later call with the same path continues from it, so a run cut off by a kill or a
 time limit loses at most the epochs since its last validation, and the result is the same as an
-uninterrupted run's (tested).
+uninterrupted run's (tested). The state holds only tensors and plain Python values and is read
+with ``torch.load(..., weights_only=True)``, which refuses to run pickled code: a file that does
+not load that way (damaged, or not written by msl) is reported with a warning and the run starts
+afresh.
+
+CPU threads: :func:`auto_threads` chooses them where the config leaves ``threads = 0``.
 
 FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one real training
 step (forward, force backward with ``create_graph`` where forces are derivatives, and the
@@ -27,7 +32,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +86,69 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
     return torch.device(name)
+
+
+def auto_threads(requested: int = 0) -> int:
+    """The torch CPU threads for a run whose config asks for ``requested`` (0: choose).
+
+    * ``requested > 0``: that many.
+    * else ``$OMP_NUM_THREADS``, where set to a positive integer (``msl sweep`` sets it per worker).
+    * else the idle cores: the cores this process may run on (``os.sched_getaffinity``) less those
+      that other processes keep busy, at least one. Busy cores are the other tasks running now
+      (Linux: the "running" count of ``/proc/loadavg``, less this process, median of 9 looks over
+      0.2 s); elsewhere the 1-minute load average (``os.getloadavg``) rounded half up. The count
+      now, unlike the load average, sees a run started at the same moment (``&`` in a shell
+      loop) and forgets one that has just ended (the previous command of a loop). On an idle
+      machine this is every core, torch's own default; on 2 cores with one other training
+      process it is 1 (torch's default of 2 ran 58x slower there, its threads fighting the other
+      process's). Both figures are the kernel's, machine-wide: in a container that does not
+      virtualise them they include the host's other work.
+
+    Where other work lowers the count, one line on stderr says so and how to override it
+    (``threads=N``). The thread count changes results only by float32 round-off (parallel sums
+    add in another order: 1 against 2 threads moved metrics by ~1e-7 relative, tested); ``msl
+    sweep`` sets the threads of every cell explicitly, so a sweep's results do not depend on load.
+    """
+    if requested > 0:
+        return requested
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    load, busy = _busy_cores()
+    threads = max(1, cores - busy)
+    if threads < cores:
+        print(f"msl: warning: using {threads} of {cores} CPU cores, as other processes keep "
+              f"{min(busy, cores)} busy (1-minute load average {load:.2f}); to override, set "
+              "threads=N (msl train --threads N, papermill -p threads N)", file=sys.stderr)
+    return threads
+
+
+def _busy_cores() -> tuple[float, int]:
+    """(1-minute load average, cores that other processes keep busy); see :func:`auto_threads`."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    now = []
+    for _ in range(9):  # the median of 9 looks 20 ms apart: a passing burst does not count
+        now.append(_running_tasks())
+        time.sleep(0.02)
+    if None in now:  # no /proc/loadavg (not Linux): the load average, rounded half up
+        return load, int(load + 0.5)
+    return load, max(sorted(now)[len(now) // 2] - 1, 0)  # less this process
+
+
+def _running_tasks() -> int | None:
+    """Tasks running on the machine at this moment, this one included (the 4th field of
+    ``/proc/loadavg``, "running/total"); None where there is no such file."""
+    try:
+        return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:
@@ -239,12 +310,19 @@ def _save_state(path, cfg, epochs, parts, generator, progress_state) -> None:
 
 def _load_state(path, cfg, epochs, parts, generator):
     """The saved state at ``path`` loaded into ``parts``; None if there is none or it belongs to
-    another run (then it is ignored and overwritten by this run's)."""
+    another run (then it is ignored and overwritten by this run's). Read with
+    ``weights_only=True``: tensors and plain values only, never pickled code. A file that cannot
+    be read so (damaged, or not written by :func:`_save_state`) is reported and ignored."""
     if path is None or not Path(path).exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a damaged file (should not happen: saves are atomic) means a fresh start
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # saves are atomic, so this is a foreign or tampered file
+        warnings.warn(f"ignoring the training state {path}: torch.load(weights_only=True) refused "
+                      f"it ({_reason(err)}), so it is damaged or was not written by msl; training "
+                      "starts afresh and overwrites it", stacklevel=3)
+        return None
+    if not isinstance(state, dict):
         return None
     if state.get("key") != _state_key(cfg, epochs):
         return None
@@ -255,3 +333,16 @@ def _load_state(path, cfg, epochs, parts, generator):
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state
+
+
+def _reason(err: Exception) -> str:
+    """What a failed ``torch.load`` refused, without torch's advice to load untrusted files with
+    ``weights_only=False``."""
+    text = str(err)
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if code:
+        return f"it would call {code.group(1).rstrip('.')}"
+    first = (text.strip().splitlines() or [""])[0].split(". ")[0]
+    if first.startswith("Weights only load failed"):
+        return "not a saved state"
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__

@@ -51,7 +51,9 @@ df[columns].sort_values(["scan", "n_params", "n_train"]).round(4).reset_index(dr
 # ## Data and parameter scaling
 # Each panel shows one scan (validation loss against its axis) with the fitted power law and its
 # uncertainty band. Exponents come with standard errors from the fit's covariance, weighted by the
-# spread over seeds where a scan has several seeds.
+# spread over seeds where a scan has several seeds, and are rounded to what the error supports; a
+# parameter the points do not determine (too few of them, or an error larger than the value) is
+# shown as "undetermined", with the reason.
 
 # %% tags=["hide-input"]
 fits = {name: analysis.fit_scan(df, study, name) for name in study.scans}
@@ -61,13 +63,13 @@ for ax, (name, result) in zip(axes[0], fits.items()):
     scaling.loglog(ax, result.x, result.y, yerr=result.sigma, fit=result.result, label=name)
     ax.set_xlabel(analysis.X_LABEL[result.x_name])
     ax.set_ylabel("validation loss L")
-    ax.set_title(f"{name}: alpha = {result.alpha[0]:.3f} ± {result.alpha[1]:.3f}")
+    ax.set_title(f"{name}: {result.result.stated('alpha')}")
 for name, result in fits.items():
-    glue(f"alpha_{name}", f"{result.alpha[0]:.2f} ± {result.alpha[1]:.2f}", display=False)
+    glue(f"alpha_{name}", result.result.shown("alpha"), display=False)
     glue(f"range_{name}", f"{result.x.min():.3g} to {result.x.max():.3g}", display=False)
 
 # %% tags=["hide-input"]
-analysis.fits_table(fits).round(4)
+analysis.fits_table(fits)
 
 # %% [markdown]
 # ## Per-target errors

@@ -70,7 +70,7 @@ for family in FAMILIES:
         (scan,) = analysis.scan_names(study, axis=axis, model=family)
         fitted[(family, kind)] = analysis.fit_forms(df, study, scan)
 ranks = analysis.ranking({f"{FAMILIES[f]} {k}": v for (f, k), v in fitted.items()})
-ranks.round({"AICc": 2, "dAICc": 2, "weight": 3}).astype(object).fillna("").set_index(["scan", "rank"])
+ranks.astype(object).fillna("").set_index(["scan", "rank"])
 
 # %% [markdown]
 # ## Data and parameter scaling (the paper's Fig. 1)
@@ -92,7 +92,8 @@ for column, (family, name) in enumerate(FAMILIES.items()):
 _ = fig
 
 # %% [markdown]
-# What the fits say, scan by scan (sentences written by `msl.analysis` from the fits above):
+# What the fits say, scan by scan (sentences written by `msl.analysis` from the fits above; a
+# break or a slope the data do not determine is named as undetermined, never quoted):
 
 # %% tags=["hide-input"]
 for family, name in FAMILIES.items():
@@ -127,7 +128,7 @@ for name, m in maps.items():
 # 5·10^5 parameters), and their losses are plain MAEs of a different spectrum.
 
 # %% tags=["hide-input"]
-analysis.paper_comparison(fitted).round(4)
+analysis.paper_comparison(fitted)
 
 # %% [markdown]
 # ## Was the training long enough?

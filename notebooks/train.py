@@ -47,7 +47,7 @@ patience = 0  # early stopping after this many epochs without improvement; 0: of
 targets = "default"  # a preset (default, trikha, grossmann, spectral) or "target:loss:weight, ..."
 precision = "fp32"  # fp32 | bf16 | fp16 (mixed precision needs CUDA)
 device = "cpu"  # cpu | cuda | cuda:N | auto
-threads = 0  # torch CPU threads; 0: torch's default
+threads = 0  # torch CPU threads; 0: auto, the idle cores (msl.train.auto_threads)
 resume = 1  # 1: save the training state at each validation and resume a cut-off run
 
 # %%

@@ -81,7 +81,7 @@ df[columns].sort_values(["scan", "n_params", "n_train"]).round(4).reset_index(dr
 
 # %% tags=["hide-input"]
 exponents, fitted, headline = analysis.exponent_fits(df, study, families)
-exponents.round(3)
+exponents
 
 # %% tags=["hide-input"]
 fig, (ax_d, ax_n) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
@@ -115,7 +115,7 @@ for ax, family in zip(axes[0], panels):
     if result is not None:
         grid = np.geomspace(front.flops.min(), front.flops.max(), 50)
         ax.plot(grid, result.predict(grid), "--", color="C3", lw=1.2,
-                label=f"α_C = {result.params['alpha']:.3f}")
+                label=result.stated("alpha", "α_C"))
         ax.legend(fontsize=6)
         compute_rows.append(analysis.exponent_row(family, "C", front.flops.to_numpy(), result))
 _ = fig
@@ -128,9 +128,9 @@ _ = fig
 
 # %% tags=["hide-input"]
 ours = pd.concat([exponents, pd.DataFrame(compute_rows)], ignore_index=True)
-table = pd.concat([ours[["model", "X", "alpha", "± (1 s.e.)", "range", "decades"]],
+table = pd.concat([ours[["model", "X", "alpha", "range", "decades"]],
                    analysis.published_exponents()], ignore_index=True)
-table.sort_values(["X", "model"]).round(3).astype(object).fillna("").reset_index(drop=True)
+table.sort_values(["X", "model"]).astype(object).fillna("").reset_index(drop=True)
 
 # %% [markdown]
 # What differs, and why the numbers need not agree:

@@ -61,3 +61,27 @@ def test_fit_needs_two_finished_points(tmp_path):
     df.loc[df.n_train != 50, "status"] = "failed"
     with pytest.raises(ValueError, match="1 finished point"):
         analysis.fit_scan(df, g, "data")
+
+
+def test_fits_table_shows_rounded_strings_or_undetermined(tmp_path):
+    g = make_study(tmp_path, alpha=0.3, seeds=(0, 1, 2), noise=0.05)
+    fits = {"data": analysis.fit_scan(analysis.table(g), g, "data")}
+    row = analysis.fits_table(fits).loc["data"]
+    r = fits["data"].result
+    assert row["alpha"] == r.shown("alpha") and " ± " in row["alpha"]
+    assert row["AICc"] == round(r.aicc, 1)
+
+
+def test_break_verdict_names_no_digits_of_a_break_outside_the_data(tmp_path):
+    g = make_study(tmp_path, alpha=0.4, noise=0.01)  # a power law: no break in the data
+    forms = analysis.fit_forms(analysis.table(g), g, "data")
+    broken = forms["fits"]["broken_power_law"]
+    assert "x_c" in broken.undetermined
+    text = analysis.break_verdict(forms)
+    assert "no break is located in the measured range (50 to 800)" in text
+    assert "D_c undetermined (" in text
+    for name in ("x_c", "alpha_1", "alpha_2"):
+        if name in broken.undetermined:
+            value = broken.params[name]
+            assert all(d not in text for d in (f"{value:.2f}", f"{value:.3g}", f"{value:.2e}"))
+    assert "fitted floor L_inf undetermined (" in analysis.saturation_verdict(forms)

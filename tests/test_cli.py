@@ -15,6 +15,8 @@ def msl(*args, cwd=None):
 @pytest.mark.parametrize("args, word", [
     (["train", "--model", "nonesuch"], "nonesuch"),
     (["train", "--max-lr", "-0.001"], "max_lr"),
+    (["train", "--max-lr", "inf"], "max_lr must be a finite number, got inf"),
+    (["train", "--grad-clip", "nan"], "grad_clip must be a finite number, got nan"),
     (["train", "--size", "42"], "42"),
     (["train", "--data-path", "/no/such/file.aselmdb"], "/no/such/file.aselmdb"),
     (["sweep", "/no/such/grid.yaml"], "/no/such/grid.yaml"),
@@ -43,3 +45,26 @@ def test_corrupt_dataset_file_exits_2_naming_it(tmp_path):
     out = msl("train", "--data-path", str(bad), "--record-dir", str(records))
     assert out.returncode == 2 and "broken.aselmdb" in out.stderr, out.stderr
     assert not records.exists()
+
+
+def test_dataset_with_nan_energies_exits_2_naming_file_and_structure(tmp_path):
+    """An extxyz whose every energy is NaN used to train and end as ``diverged`` at step 0."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames = []
+    for seed in range(8):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = SinglePointCalculator(atoms, energy=float("nan"), forces=np.zeros((4, 3)))
+        frames.append(atoms)
+    write(tmp_path / "data.extxyz", frames)
+    records = tmp_path / "records"
+    out = msl("train", "--data-path", str(tmp_path / "data.extxyz"), "--n-train", "2",
+              "--n-val", "2", "--n-test", "2", "--record-dir", str(records), "--quiet")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("msl: error:")
+    assert "data.extxyz: structure 0 has energy nan" in out.stderr, out.stderr
+    assert not records.exists() and not (tmp_path / "checkpoints").exists()

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from msl import config
@@ -43,6 +45,16 @@ def test_id_ignores_where_results_go_but_not_what_is_computed():
 def test_bad_values_name_themselves(values, word):
     with pytest.raises(ValueError, match=word):
         config.from_dict(values)
+
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(CellConfig) if f.type == "float"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+def test_every_float_must_be_finite(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number, got -?(inf|nan)$"):
+        config.from_dict({name: value})
 
 
 def test_ints_and_floats_are_coerced_where_lossless():

@@ -58,3 +58,12 @@ def test_provenance_has_versions_and_commit():
     prov = results.provenance()
     assert prov["versions"]["torch"].startswith("2.13")
     assert "machine" in prov
+
+
+def test_provenance_lists_the_packages_that_shape_a_record():
+    prov = results.provenance()
+    for name in ("torch", "torch-geometric", "fairchem-core", "ase", "pymatgen", "matscipy",
+                 "numpy", "scipy", "pandas", "matplotlib", "papermill", "msl"):
+        assert name in prov["versions"], name
+        assert prov["versions"][name], f"{name} is not installed"
+    assert "git_commit" in prov and "python" in prov

@@ -128,6 +128,7 @@ def test_a_cut_off_run_resumes_to_the_same_result(tiny_pool, monkeypatch, tmp_pa
         cell.run(cfg, progress=False)
     state = tmp_path / "checkpoints" / f"{cfg.with_id().cell_id}.state.pt"
     assert state.exists() and not list((tmp_path / "records").glob("*.json"))
+    torch.load(state, weights_only=True)  # tensors and plain values only: no pickled code
     monkeypatch.setattr(train_module, "evaluate", real)
     resumed = cell.run(cfg, progress=False)
     assert resumed["resumed_from_epoch"] == 2 and resumed["steps"] == whole["steps"]
@@ -143,6 +144,93 @@ def test_a_saved_state_of_another_run_is_ignored(tiny_pool, tmp_path):
     torch.save({"key": {"cell_id": "someone-else", "epochs": 2}}, folder / f"{cfg.with_id().cell_id}.state.pt")
     rec = cell.run(cfg, progress=False)
     assert rec["status"] == "ok" and rec["resumed_from_epoch"] == 0
+
+
+class _Payload:
+    """Unpickling this runs ``open(path, "w")``: what a tampered state file could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_state_file_with_pickled_code_is_not_run(tiny_pool, tmp_path):
+    """The state is read with weights_only=True: a file holding pickled code is refused with a
+    warning naming it, nothing in it runs, and training starts afresh (and overwrites it)."""
+    cfg = tiny(epochs=2, record_dir=str(tmp_path / "records")).with_id()
+    folder, marker = tmp_path / "checkpoints", tmp_path / "code-ran"
+    folder.mkdir()
+    state = folder / f"{cfg.cell_id}.state.pt"
+    from msl.train import _state_key
+
+    torch.save({"key": _state_key(cfg, 2), "payload": _Payload(marker)}, state)
+    torch.load(state, weights_only=False)  # the payload is live: a plain load runs it
+    assert marker.exists()
+    marker.unlink()
+    with pytest.warns(UserWarning, match=rf"ignoring the training state {state}: "
+                      r"torch.load\(weights_only=True\) refused it \(it would call io.open\)"):
+        rec = cell.run(cfg, progress=False)
+    assert not marker.exists()
+    assert rec["status"] == "ok" and rec["resumed_from_epoch"] == 0
+
+
+def test_auto_threads(monkeypatch, capsys):
+    from msl import train as train_module
+    from msl.train import auto_threads
+
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(train_module.time, "sleep", lambda s: None)
+    assert auto_threads(3) == 3  # asked for
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert auto_threads(0) == 5  # the environment's explicit choice
+    monkeypatch.delenv("OMP_NUM_THREADS")
+
+    def machine(load, running):
+        monkeypatch.setattr(train_module.os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(train_module, "_running_tasks", lambda: running)
+        return auto_threads(0)
+
+    assert machine(0.2, 1) == 2 and capsys.readouterr().err == ""  # idle: every core
+    assert machine(1.3, 2) == 1  # another process busy on one core
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "using 1 of 2 CPU cores" in err and "threads=N" in err
+    assert machine(1.3, 1) == 2  # the load is a run that has just ended: nothing runs now
+    assert machine(0.1, 2) == 1  # a run started at the same moment: not in the load average yet
+    assert machine(1.3, None) == 1 and machine(0.4, None) == 2  # not Linux: the load average
+    assert machine(7.0, 9) == 1  # never fewer than one
+    capsys.readouterr()
+
+
+def test_thread_count_changes_results_only_by_round_off(tiny_pool):
+    """Why auto_threads may pick the count from the machine's load: only float32 round-off
+    (parallel sums in another order) depends on it."""
+    one = cell.run(tiny(threads=1), progress=False)
+    two = cell.run(tiny(threads=2), progress=False)
+    assert one["metrics"] == pytest.approx(two["metrics"], rel=1e-5)
+    assert one["steps"] == two["steps"]
+
+
+def test_a_potential_needs_every_training_energy(tmp_path):
+    """Labels left out of a file are NaN; a potential cannot fit reference energies to NaN."""
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames = []
+    for seed in range(6):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = SinglePointCalculator(atoms, forces=np.zeros((4, 3)))
+        frames.append(atoms)
+    write(tmp_path / "forces-only.extxyz", frames)
+    cfg = config.from_dict({"data_path": str(tmp_path / "forces-only.extxyz"), "n_train": 2,
+                            "n_val": 2, "n_test": 2, "record_dir": str(tmp_path / "records")})
+    with pytest.raises(ValueError, match=r"needs the energy of every training structure.*"
+                       r"forces-only\.extxyz has no energy \(2 of the 2"):
+        cell.run(cfg, progress=False)
+    assert not (tmp_path / "records").exists()
 
 
 def test_peak_lr_follows_the_width_rule():

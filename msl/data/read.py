@@ -13,6 +13,10 @@ Supported sources:
 
 A label a structure does not carry is NaN (energy [eV], forces [eV/Å], stress [eV/Å^3]);
 losses and metrics must mask NaN targets. Stress given as a Voigt 6-vector is expanded to 3×3.
+A label a structure does carry must be finite: NaN or ±inf in a given energy, force, stress,
+spectrum or scalar (an extxyz with ``energy=nan``, say) raises ``ValueError`` naming the file, the
+first such structure and the label (``dataset data.extxyz: structure 0 has energy nan``); leave a
+label out of the file where it is unknown.
 
 Spectra and a scalar target (optional, e.g. the dielectric functions of Großmann et al.) are
 read from ``atoms.info`` under these keys (never from ``atoms.arrays``):
@@ -55,7 +59,8 @@ from msl.data.structures import Structures
 DB_SUFFIXES = (".aselmdb", ".db")
 XYZ_SUFFIXES = (".extxyz", ".xyz")
 SUPPORTED = DB_SUFFIXES + XYZ_SUFFIXES + (".npz", "a folder of .aselmdb/.db files")
-_CACHE_FORMAT = 2  # bump when the reader's output changes (2: spectra and scalar)
+LABELS = ("energy", "forces", "stress", "spectrum", "scalar")  # checked in this order per structure
+_CACHE_FORMAT = 3  # bump when the reader's output changes (2: spectra and scalar, 3: finite labels)
 
 
 def read(path, cache_dir=None) -> Structures:
@@ -246,12 +251,14 @@ def _spectra(atoms_list) -> dict:
 def from_atoms(atoms_list) -> Structures:
     """Pack ``ase.Atoms`` (labels from their calculators; NaN where missing) into Structures.
 
-    Spectra and scalars come from ``atoms.info`` (keys in the module docstring).
+    Spectra and scalars come from ``atoms.info`` (keys in the module docstring). A label that is
+    given must be finite, else ``ValueError`` naming the structure (:func:`_check_finite`).
     """
     n = len(atoms_list)
     energy = np.full(n, np.nan)
     stress = np.full((n, 3, 3), np.nan)
     forces = []
+    given = {name: np.zeros(n, dtype=bool) for name in LABELS}  # the label is in the file
     for i, atoms in enumerate(atoms_list):
         e, f, s = (_label(atoms, k) for k in ("energy", "forces", "stress"))
         if e is not None:
@@ -259,7 +266,11 @@ def from_atoms(atoms_list) -> Structures:
         if s is not None:
             stress[i] = _stress33(s)
         forces.append(np.full((len(atoms), 3), np.nan) if f is None else np.asarray(f, float))
-    return Structures(
+        for name, value in (("energy", e), ("forces", f), ("stress", s)):
+            given[name][i] = value is not None
+        for name in ("spectrum", "scalar"):
+            given[name][i] = name in atoms.info
+    data = Structures(
         numbers=np.concatenate([a.numbers for a in atoms_list]),
         positions=np.concatenate([a.positions for a in atoms_list]),
         cells=np.stack([a.cell[:] for a in atoms_list]),
@@ -267,6 +278,37 @@ def from_atoms(atoms_list) -> Structures:
         n_atoms=[len(a) for a in atoms_list], energy=energy,
         forces=np.concatenate(forces), stress=stress, **_spectra(atoms_list),
     )
+    _check_finite(data, given)
+    return data
+
+
+def _check_finite(data: Structures, given: dict) -> None:
+    """Every label a structure carries (``given[label][i]``) must be finite: a missing label is
+    NaN, so NaN in a file would pass for missing, and NaN or inf would poison the fitted scales
+    and reference energies. ``ValueError`` names the first bad structure, its label and value."""
+    scalar = data.scalar if data.scalar is not None else np.full(len(data), np.nan)  # all NaN
+    rows = {"energy": data.energy, "stress": data.stress, "spectrum": data.spectrum,
+            "scalar": scalar}
+    finite = {
+        "energy": np.isfinite(data.energy),
+        "forces": np.logical_and.reduceat(np.isfinite(data.forces).all(1), data.atom_offsets[:-1]),
+        "stress": np.isfinite(data.stress).all((1, 2)),
+        "spectrum": None if data.spectrum is None else np.isfinite(data.spectrum).all(1),
+        "scalar": np.isfinite(scalar),
+    }
+    bad = {name: given[name] & ~ok for name, ok in finite.items() if ok is not None}
+    first = min((int(np.argmax(b)) for b in bad.values() if b.any()), default=None)
+    if first is None:
+        return
+    name = next(name for name, b in bad.items() if b[first])
+    if name == "forces":
+        row = data.forces[data.atom_offsets[first]:data.atom_offsets[first + 1]]
+    else:
+        row = np.atleast_1d(rows[name][first])
+    where = tuple(np.argwhere(~np.isfinite(row))[0])
+    at = {"forces": f" (atom {where[0]})", "spectrum": f" (grid point {where[0]})"}.get(name, "")
+    raise ValueError(f"structure {first} has {name} {row[where]:g}{at}; a label must be finite "
+                     "(leave it out of the file where it is unknown)")
 
 
 def _concatenate(parts: list[Structures], sources: list[Path]) -> Structures:

@@ -87,12 +87,16 @@ def _starts(n_breaks):
 
 
 def _check(n_breaks):
+    """A break d_i outside the data: d_i, f_i and c_i undetermined, and when it lies below the
+    data also the slopes before it (c0 .. c_{i-1}), which only enter as a sum there."""
+    from msl.fit.forms import break_outside
+
     def check(theta, X):
-        lo, hi, out = X[:, 0].min(), X[:, 0].max(), []
-        for i in range(n_breaks):
-            d = np.exp(theta[4 + 3 * i])
-            if not lo <= d <= hi:
-                out.append(f"break d{i + 1} = {d:.3g} outside the data range [{lo:.3g}, {hi:.3g}]")
+        out = []
+        for i in range(1, n_breaks + 1):
+            own = (f"c{i}", f"f{i}")
+            out += break_outside(np.exp(theta[1 + 3 * i]), X[:, 0], f"d{i}",
+                                 own + tuple(f"c{j}" for j in range(i)), own)
         return out
     return check
 

@@ -63,13 +63,13 @@ def _hoffmann_starts(X, y):
 
 
 def _check(theta, X):
-    out = []
-    if theta[3] <= 0 or theta[4] <= 0:
-        out.append(f"non-positive exponent (alpha = {theta[3]:.3g}, beta = {theta[4]:.3g})")
+    out = [((name,), f"non-positive exponent {name}")
+           for name, value in (("alpha", theta[3]), ("beta", theta[4])) if value <= 0]
     corr = np.corrcoef(np.log(X[:, 0]), np.log(X[:, 1]))[0, 1]
     if abs(corr) > 0.99:
-        out.append(f"collinear design (corr(log N, log D) = {corr:.3f}): A and B are not "
-                   "identifiable; vary D at fixed N")
+        out.append((("A", "B", "alpha", "beta"),
+                    f"collinear design (corr(log N, log D) = {corr:.3f}): A and B are not "
+                    "identifiable; vary D at fixed N"))
     return out
 
 

@@ -36,7 +36,8 @@ class Form:
     ``model(theta (S, p), X (n, k), jac) -> (out (S, n), dout (S, p, n) or None)`` where ``out`` is
     the prediction, or its natural log when ``log_output``. ``log_params[j]`` marks internal
     parameters that are logs of the public ones (public = exp(internal)). ``starts(X, y)`` returns
-    the coarse grid (G, p). ``check(theta, X)`` returns form-specific warnings.
+    the coarse grid (G, p). ``check(theta, X)`` returns form-specific warnings: a text for the
+    whole fit, or ``(parameter names, text)`` for the parameters it makes undetermined.
     """
 
     name: str

@@ -115,20 +115,24 @@ def _broken_starts(X, y):
     return np.column_stack([g1.ravel(), g2.ravel(), g3.ravel()])
 
 
-def _break_inside(index, name):
-    """A check that flags a break (log scale at ``theta[index]``) outside the data's x range."""
-    def check(theta, X):
-        xc, lo, hi = np.exp(theta[index]), X[:, 0].min(), X[:, 0].max()
-        if not lo <= xc <= hi:
-            return [f"break {name} = {xc:.3g} outside the data range [{lo:.3g}, {hi:.3g}]"]
+def break_outside(xc, x, name, below, above):
+    """Form-check items for a break ``xc`` outside the data ``x``: the break and the slope on the
+    side without data (``below``: the parameters seen only for x < xc; ``above``: for x > xc)
+    are undetermined. The text names the data range, never the break's own digits."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if lo <= xc <= hi:
         return []
-    return check
+    side, names = ("below", below) if xc < lo else ("above", above)
+    return [((name, *names), f"break {name} {side} the data range [{lo:.3g}, {hi:.3g}]")]
+
+
+def _broken_check(theta, X):
+    return break_outside(np.exp(theta[2]), X[:, 0], "x_c", ("alpha_1",), ("alpha_2",))
 
 
 BROKEN_POWER_LAW = Form(name="broken_power_law", params=("alpha_1", "alpha_2", "x_c"),
                         model=_broken_model, starts=_broken_starts,
-                        log_params=(False, False, True), log_output=True,
-                        check=_break_inside(2, "x_c"))
+                        log_params=(False, False, True), log_output=True, check=_broken_check)
 
 
 # --- public functions ----------------------------------------------------------------------------

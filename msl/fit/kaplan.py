@@ -91,10 +91,9 @@ def _broken_starts(X, y):
 
 
 def _check_broken(theta, X):
-    dc, lo, hi = np.exp(theta[4]), X[:, 1].min(), X[:, 1].max()
-    if not lo <= dc <= hi:
-        return [f"break D_c = {dc:.3g} outside the data range [{lo:.3g}, {hi:.3g}]"]
-    return []
+    from msl.fit.forms import break_outside
+
+    return break_outside(np.exp(theta[4]), X[:, 1], "D_c", ("alpha_D1",), ("alpha_D2",))
 
 
 KAPLAN = Form(name="kaplan_2d", params=("alpha_N", "alpha_D", "N_c", "D_c"), model=_plain_model,

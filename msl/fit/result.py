@@ -7,6 +7,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from msl.fit.display import (STDERR_TOO_LARGE, UNDETERMINED, format_aicc,  # noqa: F401
+                             format_interval, format_param, format_pm,
+                             why_undetermined)
+
 COND_LIMIT = 1e8  # cond(J) with unit-norm columns; cond(J^T J) = 1e16 is double precision's end
 
 
@@ -20,7 +24,9 @@ class FitResult:
     names to (lo, hi) bootstrap percentile intervals after ``bootstrap()``. ``aicc`` uses the
     unweighted linear-space residual sum of squares ``rss`` (see ``msl.fit.select.aicc``);
     ``loss`` is the minimised objective in the fit's own residual space. ``poorly_determined`` is
-    True, with ``reason``, when the data do not pin the parameters down.
+    True, with ``reason``, when the data do not pin the parameters down; ``undetermined`` maps
+    each parameter they do not pin down to why (``diagnose``), and ``shown(name)`` is how every
+    table, legend and sentence prints a parameter (``msl.fit.display.format_param``).
     """
 
     form: str
@@ -42,6 +48,7 @@ class FitResult:
     level: float | None = None
     boot: np.ndarray | None = field(default=None, repr=False, compare=False)
     extra: dict = field(default_factory=dict)
+    undetermined: dict = field(default_factory=dict)
     _form: object = field(default=None, repr=False, compare=False)
     _theta: np.ndarray = field(default=None, repr=False, compare=False)
     _X: np.ndarray = field(default=None, repr=False, compare=False)
@@ -57,17 +64,38 @@ class FitResult:
         pub = form.to_public(theta)
         cov = None if cov_internal is None else _to_public_cov(form, theta, cov_internal)
         stderr = _stderr(form.params, cov)
-        reasons = diagnose(form, theta, pub, cov, cond, converged, X)
+        reasons, undetermined = diagnose(form, theta, pub, cov, cond, converged, X)
         return cls(form=form.name, params=dict(zip(form.params, map(float, pub))),
                    stderr=stderr, cov=cov, aicc=aicc_of(rss, y.size, form.n_params), rss=rss,
                    loss=float(loss), n_points=int(y.size), poorly_determined=bool(reasons),
-                   reason="; ".join(reasons), converged=bool(converged), space=options["space"],
+                   reason="; ".join(reasons), undetermined=undetermined,
+                   converged=bool(converged), space=options["space"],
                    n_starts=n_starts, n_near_best=n_near_best, cond=float(cond), _form=form,
                    _theta=np.asarray(theta, float), _X=X, _y=y, _sigma=sigma, _options=options)
 
     @property
     def n_params(self) -> int:
         return len(self.params)
+
+    def why_undetermined(self, name: str) -> str | None:
+        """Why parameter ``name`` cannot be quoted as a number, or None when it can."""
+        return why_undetermined(self.params[name], self.stderr.get(name, math.nan),
+                                self.undetermined.get(name))
+
+    def shown(self, name: str) -> str:
+        """Parameter ``name`` as every table and sentence shows it: ``"0.46 ± 0.03"`` rounded to
+        its standard error, or ``"undetermined (<why>)"``."""
+        return format_param(self.params[name], self.stderr.get(name, math.nan),
+                            self.undetermined.get(name))
+
+    def stated(self, name: str, label: str | None = None, why: bool = True) -> str:
+        """``"alpha = 0.46 ± 0.03"`` or ``"alpha undetermined (<why>)"``, for sentences and
+        legends; ``label`` replaces the parameter's name; ``why=False`` leaves out the reason
+        (for legends, where the table beside the figure gives it)."""
+        label = name if label is None else label
+        if self.why_undetermined(name) is None:
+            return f"{label} = {self.shown(name)}"
+        return f"{label} {self.shown(name) if why else UNDETERMINED}"
 
     def predict(self, *x) -> np.ndarray:
         """Predicted loss at ``x`` (1D forms) or at ``(n_params, n_train)`` (2D forms)."""
@@ -126,10 +154,12 @@ class FitResult:
                        extra={**self.extra, "n_boot_ok": int(pub.shape[0]), "n_boot": n})
         if self._options.get("delta") is not None:
             cov = np.cov(pub.T)
-            reasons = diagnose(self._form, self._theta, self._form.to_public(self._theta), cov,
-                               self.cond, self.converged, self._X)
+            reasons, undetermined = diagnose(self._form, self._theta,
+                                             self._form.to_public(self._theta), cov, self.cond,
+                                             self.converged, self._X)
             changes.update(cov=cov, stderr=_stderr(self._form.params, cov),
-                           poorly_determined=bool(reasons), reason="; ".join(reasons))
+                           poorly_determined=bool(reasons), reason="; ".join(reasons),
+                           undetermined=undetermined)
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -140,22 +170,25 @@ class FitResult:
         for k, v in self.params.items():
             row[k] = v
             row[f"{k}_stderr"] = self.stderr.get(k, math.nan)
+            row[f"{k}_undetermined"] = self.why_undetermined(k) or ""
             if self.ci is not None:
                 row[f"{k}_lo"], row[f"{k}_hi"] = self.ci[k]
         return row
 
     def summary(self) -> str:
-        """Readable lines: the form and fit quality, then ``name = value ± stderr [ci]``."""
-        head = (f"{self.form}: n = {self.n_points}, AICc = {self.aicc:.2f}, "
+        """Readable lines: the form and fit quality, then ``name = value ± stderr [ci]`` (or
+        ``name = undetermined (why)``, without a confidence interval)."""
+        head = (f"{self.form}: n = {self.n_points}, AICc = {format_aicc(self.aicc)}, "
                 f"space = {self.space}")
         if self.poorly_determined:
             head += f"  [POORLY DETERMINED: {self.reason}]"
         lines = [head]
-        for k, v in self.params.items():
-            line = f"  {k} = {format_pm(v, self.stderr.get(k, math.nan))}"
-            if self.ci is not None:
+        for k in self.params:
+            line = f"  {k} = {self.shown(k)}"
+            if self.ci is not None and self.why_undetermined(k) is None:
                 lo, hi = self.ci[k]
-                line += f"  {100 * self.level:.0f}% CI [{_num(lo)}, {_num(hi)}]"
+                line += (f"  {100 * self.level:.0f}% CI "
+                         f"{format_interval(lo, hi, self.stderr.get(k, math.nan))}")
             lines.append(line)
         return "\n".join(lines)
 
@@ -176,55 +209,52 @@ def _stderr(names, cov):
     return {k: float(np.sqrt(v)) if v >= 0 else math.nan for k, v in zip(names, diag)}
 
 
-def diagnose(form, theta, pub, cov, cond, converged, X):
-    """Reasons why a fit should not be trusted; an empty list means none were found.
+def diagnose(form, theta, pub, cov, cond, converged, X) -> tuple[list[str], dict[str, str]]:
+    """Why a fit should not be trusted: (reasons, {parameter: why it is undetermined}).
 
-    Checks: optimiser status; a (near-)singular Jacobian; a parameter whose standard error exceeds
-    its magnitude (for log-parametrised scales: more than one decade); a parameter on its bound;
-    and the form's own checks (e.g. a break outside the data range).
+    Whole-fit reasons make every parameter undetermined: the optimiser did not converge, no
+    degrees of freedom are left, or the Jacobian is near-singular. Per parameter: a standard
+    error at least its magnitude (scales too: their error is that of exp(log scale)), or a value
+    on its bound. The form's own checks (``Form.check``) return either text, for the whole fit,
+    or ``(names, text)`` for those parameters (e.g. a break outside the data: the break and the
+    slope on the side without data). No reason quotes the digits of an undetermined value (they
+    differ from machine to machine); an empty list means none were found.
     """
-    reasons = []
+    reasons, per = [], {name: [] for name in form.params}
+
+    def whole(text, short=None):
+        reasons.append(text)
+        for name in form.params:
+            per[name].append(short or text)
+
     if not converged:
-        reasons.append("optimiser did not converge")
+        whole("optimiser did not converge")
     if X.shape[0] <= form.n_params:
-        reasons.append("no degrees of freedom left for an uncertainty")
+        whole("no degrees of freedom left for an uncertainty", "no degrees of freedom")
     elif not cond <= COND_LIMIT:
-        reasons.append(f"near-singular Jacobian (condition number {cond:.1e})")
+        whole(f"near-singular Jacobian (condition number above {COND_LIMIT:.0e})",
+              "near-singular Jacobian")
     if cov is not None:
         var = np.diag(cov)
         for j, name in enumerate(form.params):
             se = math.sqrt(var[j]) if var[j] >= 0 else math.nan
-            if form.log_params[j]:
-                if not se < pub[j] * math.log(10):  # se(log10 x) = se(x)/(x ln 10) > 1
-                    reasons.append(f"{name} undetermined (more than a decade: "
-                                   f"{_num(pub[j])} ± {_num(se)})")
-            elif not se < abs(pub[j]):
-                reasons.append(f"{name} = {_num(pub[j])} undetermined (stderr {_num(se)})")
+            if not se < abs(pub[j]):
+                reasons.append(f"{name} undetermined ({STDERR_TOO_LARGE})")
+                per[name].append(STDERR_TOO_LARGE)
     lo = -np.inf if form.lower is None else np.asarray(form.lower)
     hi = np.inf if form.upper is None else np.asarray(form.upper)
     for j, name in enumerate(form.params):
         if np.isclose(theta[j], np.broadcast_to(lo, theta.shape)[j], atol=1e-9) or np.isclose(
                 theta[j], np.broadcast_to(hi, theta.shape)[j], atol=1e-9):
             reasons.append(f"{name} on its bound")
-    reasons.extend(form.check(theta, X))
-    return reasons
-
-
-def _num(v: float) -> str:
-    if not np.isfinite(v):
-        return str(v)
-    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
-        return f"{v:.3g}"
-    return f"{v:.4g}"
-
-
-def format_pm(value: float, err: float) -> str:
-    """``0.46 ± 0.03``: the error to two significant digits, the value to the same place."""
-    if not (np.isfinite(err) and err > 0):
-        return f"{_num(value)} ± {err}"
-    if 1e-4 <= err and max(abs(value), err) < 1e4:
-        decimals = max(0, 1 - math.floor(math.log10(err)))
-        return f"{value:.{decimals}f} ± {err:.{decimals}f}"
-    exp = math.floor(math.log10(max(abs(value), err)))
-    digits = max(1, exp - math.floor(math.log10(err)) + 1)
-    return f"{value:.{digits}e} ± {err:.1e}"
+            per[name].append("on its bound")
+    for item in form.check(theta, X):
+        if isinstance(item, str):
+            whole(item)
+        else:
+            names, text = item
+            reasons.append(text)
+            for name in names:
+                per[name].append(text)
+    undetermined = {k: "; ".join(dict.fromkeys(v)) for k, v in per.items() if v}
+    return reasons, undetermined

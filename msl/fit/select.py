@@ -36,9 +36,11 @@ class Ranked:
     weight: float
 
     def __str__(self):
+        from msl.fit.display import AICC_DECIMALS as A, WEIGHT_DECIMALS as W
+
         flag = "  (poorly determined)" if self.result.poorly_determined else ""
-        return (f"{self.result.form:<18} AICc = {self.aicc:9.2f}  dAICc = {self.delta_aicc:7.2f}"
-                f"  weight = {self.weight:.3f}{flag}")
+        return (f"{self.result.form:<18} AICc = {self.aicc:8.{A}f}  "
+                f"dAICc = {self.delta_aicc:6.{A}f}  weight = {self.weight:.{W}f}{flag}")
 
 
 def select(results) -> list[Ranked]:
@@ -86,8 +88,8 @@ class Extrapolation:
 
     def __str__(self):
         return (f"{self.fit.form}: fit on {self.n_train} smallest, hold out {self.n_holdout} "
-                f"largest: RMSLE in sample {self.rmsle_train:.4f}, held out "
-                f"{self.rmsle_holdout:.4f}")
+                f"largest: RMSLE in sample {self.rmsle_train:.3f}, held out "
+                f"{self.rmsle_holdout:.3f}")
 
 
 def extrapolation(fit_fn, x, y, n_holdout=2, sigma=None, **kw) -> Extrapolation:

@@ -49,11 +49,9 @@ def loglog(ax, x, y, yerr=None, fit=None, label=None, band=True, *, color=None, 
 
 
 def _fit_label(fit):
-    """A short legend entry: the form and its exponents with standard errors."""
-    from msl.fit.result import format_pm
-
-    parts = [f"{k} = {format_pm(v, fit.stderr.get(k, np.nan))}" for k, v in fit.params.items()
-             if k.startswith("alpha") or k.startswith("c")]
+    """A short legend entry: the form and its exponents with standard errors, or "undetermined"
+    (``FitResult.stated``, without the reason: tables give it)."""
+    parts = [fit.stated(k, why=False) for k in fit.params if k.startswith(("alpha", "c"))]
     return f"{fit.form}: " + ", ".join(parts)
 
 
@@ -239,7 +237,7 @@ def scan_panel(ax, fitted: dict, form: str, *, xlabel=None, ylabel="loss", asymp
         for part, fit_part in zip(("first", "last"), asymptote_fits(x, y, asymptotes)):
             grid = np.geomspace(x.min(), x.max(), 50)
             ax.plot(grid, fit_part.predict(grid), ":", lw=1, color="0.4" if part == "first" else "0.1",
-                    label=f"{part} {asymptotes}: α = {fit_part.params['alpha']:.2f}")
+                    label=f"{part} {asymptotes}: {fit_part.stated('alpha', 'α', why=False)}")
     plain_y_ticks(ax)
     ax.legend(fontsize=7)
     return ax

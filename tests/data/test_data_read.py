@@ -173,3 +173,55 @@ def test_empty_datasets(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(ValueError, match="folder.*holds no"):
         read(tmp_path / "folder")
+
+
+def _with(atoms, energy=None, forces=None, stress=None, **info):
+    """``atoms`` (a copy) with exactly these labels; unset ones are left out of the file."""
+    atoms = atoms.copy()
+    labels = {"energy": energy, "forces": forces, "stress": stress}
+    atoms.calc = SinglePointCalculator(atoms, **{k: v for k, v in labels.items() if v is not None})
+    atoms.info.update(info)
+    return atoms
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"energy": NAN}, "structure 1 has energy nan"),
+    ({"energy": -INF}, "structure 1 has energy -inf"),
+    ({"forces": np.where(np.arange(12).reshape(4, 3) == 7, INF, 0.0)},
+     r"structure 1 has forces inf \(atom 2\)"),
+    ({"stress": np.array([0, 0, 0, NAN, 0, 0])}, "structure 1 has stress nan"),
+    ({"scalar": NAN}, "structure 1 has scalar nan"),
+    ({"spectrum": np.array([1.0, NAN, 3.0]), "spectrum_grid": np.arange(3.0)},
+     r"structure 1 has spectrum nan \(grid point 1\)"),
+])
+def test_non_finite_labels_are_refused_naming_file_structure_and_label(tmp_path, bad, message):
+    """A label that is given must be finite; NaN stands for a label the file does not give."""
+    good = labelled(4, 0)
+    fine = {"energy": good.get_potential_energy(), "forces": good.get_forces()}
+    frames = [_with(good, **fine), _with(good, **{**fine, **bad}), _with(good, energy=NAN)]
+    write(tmp_path / "data.extxyz", frames)
+    with pytest.raises(ValueError, match=rf"data\.extxyz: {message}; a label must be finite"):
+        read(tmp_path / "data.extxyz")
+    assert not (tmp_path / ".msl-cache").exists()  # nothing cached: the next read fails again
+
+
+def test_the_first_bad_structure_is_named_whatever_its_label(tmp_path):
+    good = labelled(4, 0)
+    fine = {"energy": good.get_potential_energy(), "forces": good.get_forces()}
+    frames = [_with(good, **fine), _with(good, **fine, scalar=INF), _with(good, energy=NAN)]
+    write(tmp_path / "data.extxyz", frames)
+    with pytest.raises(ValueError, match="structure 1 has scalar inf"):
+        read(tmp_path / "data.extxyz")
+
+
+def test_labels_left_out_are_nan_and_accepted(tmp_path):
+    good = labelled(4, 0)
+    frames = [_with(good, energy=1.0), _with(good, forces=good.get_forces()), _with(good)]
+    write(tmp_path / "data.extxyz", frames)
+    s = read(tmp_path / "data.extxyz")
+    assert s.energy[0] == 1.0 and np.isnan(s.energy[1:]).all()
+    assert np.isnan(s.forces[:4]).all() and np.isfinite(s.forces[4:8]).all()
+    assert np.isnan(s.stress).all() and s.scalar is None
