@@ -5,7 +5,7 @@ Order of work: validate everything that can be checked before any compute (confi
 against the requested D, the labels the model needs), then train. A bad value stops the run with a
 ValueError naming it and writes nothing; an error during training writes a ``failed`` record (with
 the error) and re-raises. CPU threads: ``threads``, or where it is 0 the idle cores
-(:func:`msl.train.auto_threads`).
+(:func:`msl.threads.auto_threads`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from msl import results as records
 from msl.config import CellConfig
 from msl.models import build_model, count_params, task
 from msl.targets import Scales, table
-from msl.train import auto_threads, evaluate, resolve_device, train
+from msl.threads import auto_threads
+from msl.train import evaluate, resolve_device, train
 
 CONVERGED_TOLERANCE = 0.02  # see `converged`
 
@@ -66,9 +67,11 @@ def check_labels(cfg: CellConfig, structures, train_idx, path) -> None:
 
 
 def converged(history: list[dict], stopped_early: bool) -> bool:
-    """A run counts as converged if early stopping ended it, or if its best validation loss
-    improved by less than ``CONVERGED_TOLERANCE`` (relative) over the last quarter of its epochs.
-    The analysis adds a stronger check: the same cell with twice the budget (see msl.analysis)."""
+    """Under the fixed-epoch protocol, a run counts as converged if early stopping ended it, or if
+    its best validation loss improved by less than ``CONVERGED_TOLERANCE`` (relative) over the
+    last quarter of its epochs. Under the early-stopping protocol only the patience counts (see
+    :func:`run`). The analysis adds a stronger check: the same cell with twice the budget
+    (msl.convergence)."""
     if stopped_early:
         return True
     losses = np.minimum.accumulate([h["val/loss"] for h in history])
@@ -125,8 +128,10 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
         **_header(cfg, path), **count_params(model), "status": result.status,
         "error": result.message or None, "metrics": metrics, "history": result.history,
         "steps": result.steps, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "converged": result.status == "ok" and converged(result.history, result.stopped_early),
+        "stopped_early": result.stopped_early, "stop_reason": result.stop_reason,
+        "best_step": result.best_step, "cooldown_steps": result.cooldown_steps,
+        "converged": result.status == "ok" and (result.stop_reason == "patience" if cfg.max_steps
+                                                 else converged(result.history, result.stopped_early)),
         "resumed_from_epoch": result.resumed_from_epoch, "peak_lr": result.peak_lr,
         "flops": result.flops, "flops_per_atom": result.flops_per_atom,
         "train_seconds": result.train_seconds,

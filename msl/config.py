@@ -46,13 +46,18 @@ class CellConfig:
     min_lr_frac: float = 0.01       # final learning rate as a fraction of max_lr
     weight_decay: float = 0.0       # AdamW decoupled weight decay
     grad_clip: float = 10.0         # max global gradient norm; 0 disables clipping
-    patience: int = 0               # early stopping after this many epochs without improvement; 0: off
+    patience: int = 0               # early stopping after this many validations without improvement; 0: off
+    max_steps: int = 0              # step cap of the early-stopping protocol; 0: fixed epochs (epochs, min_steps)
+    eval_every: int = 0             # validate every this many steps (whole epochs); 0: at most 12 times per run
+    schedule: str = "cosine"        # cosine (to min_lr_frac over the planned steps) | wsd (constant, cool-down at the end)
+    warmup_steps: int = 0           # linear warm-up steps; 0: warmup_frac of the planned steps
+    cooldown_frac: float = 0.2      # wsd: cool-down length as a fraction of the steps to the best validation
     # loss: a preset (default, trikha, grossmann, spectral) or "target:loss:weight, ..." (msl.targets)
     targets: str = "default"
     # execution
     precision: str = "fp32"         # fp32 | bf16 | fp16 (mixed precision needs CUDA)
     device: str = "cpu"             # cpu | cuda | cuda:N | auto
-    threads: int = 0                # torch CPU threads; 0: auto, the idle cores (msl.train.auto_threads)
+    threads: int = 0                # torch CPU threads; 0: auto, the idle cores (msl.threads.auto_threads)
     resume: int = 1                 # 1: save the training state at each validation and resume a cut-off run
 
     def __post_init__(self):
@@ -67,6 +72,11 @@ class CellConfig:
 
 
 NAMES = tuple(f.name for f in fields(CellConfig))
+SCHEDULES = ("cosine", "wsd")
+# fields added after records were published: they enter the cell id only when they differ from
+# these defaults, so that every earlier cell keeps its id (and its record)
+_HASHED_IF_SET = {"max_steps": 0, "eval_every": 0, "schedule": "cosine", "warmup_steps": 0,
+                  "cooldown_frac": 0.2}
 # fields that say where results go rather than what is computed; they do not enter the cell id
 _NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume")
 DATASETS = ("emt", "emt-vdos")  # kinds of embedded dataset (msl.data.generate.KINDS, tested equal)
@@ -98,7 +108,8 @@ def _coerce(key, value, type_name):
 
 def cell_id(values: dict) -> str:
     """Readable, stable id: model, size, D, seed and a hash of every field that shapes the run."""
-    hashed = {k: values[k] for k in sorted(values) if k not in _NOT_HASHED}
+    hashed = {k: values[k] for k in sorted(values) if k not in _NOT_HASHED
+              and not (k in _HASHED_IF_SET and values[k] == _HASHED_IF_SET[k])}
     digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
     return f"{values['model']}-s{values['size']}-d{values['n_train']}-seed{values['seed']}-{digest}"
 
@@ -127,6 +138,19 @@ def validate(cfg: CellConfig) -> None:
             raise ValueError(f"{key} must not be negative, got {getattr(cfg, key)!r}")
     if cfg.lr_gamma and not cfg.lr_ref_params:
         raise ValueError(f"lr_gamma={cfg.lr_gamma!r} needs lr_ref_params, the N where lr = max_lr")
+    for key in ("max_steps", "eval_every", "warmup_steps"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"{key} must not be negative, got {getattr(cfg, key)!r}")
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if cfg.max_steps and not (cfg.eval_every and cfg.patience):
+        raise ValueError(f"max_steps={cfg.max_steps} (the early-stopping protocol) needs eval_every "
+                         f"and patience, got eval_every={cfg.eval_every}, patience={cfg.patience}")
+    if cfg.schedule == "wsd" and not cfg.max_steps:
+        raise ValueError("schedule 'wsd' needs max_steps (its stable phase ends by early stopping "
+                         "or at the cap), got max_steps=0")
+    if not 0 < cfg.cooldown_frac <= 1:
+        raise ValueError(f"cooldown_frac must lie in (0, 1], got {cfg.cooldown_frac!r}")
     if cfg.resume not in (0, 1):
         raise ValueError(f"resume must be 0 or 1, got {cfg.resume!r}")
     if cfg.dataset not in DATASETS:

@@ -13,7 +13,8 @@ Format (every key below is checked; anything else is an error)::
         axis: n_train              # the scanned parameter, for plots and checks
         n_train: [32, 100, 316]
         size: 2
-        budget_check: 2            # optional: rerun both ends of the axis with 2x epochs and min_steps
+        budget_check: 2            # optional: rerun both ends of the axis with twice the budget
+                                   # (2x max_steps and patience; 2x epochs and min_steps without a cap)
       params:
         axis: size
         size: [0, 1, 2, 3]
@@ -21,8 +22,8 @@ Format (every key below is checked; anything else is an error)::
 
 A cell is a flat dict of notebook parameters; its id is :func:`msl.config.cell_id`, so the same
 configuration reached from two scans is one cell, trained once. The budget-check cells (the two
-ends of a scan's axis, with ``epochs`` and ``min_steps`` times ``budget_check``) belong to the
-scan ``<name>/budget``.
+ends of a scan's axis with ``budget_check`` times the budget, see :func:`budget_keys`) belong to
+the scan ``<name>/budget``.
 """
 
 from __future__ import annotations
@@ -126,10 +127,18 @@ def _expand(name: str, spec: dict, fixed: dict):
         ends = {min(spec[axis]), max(spec[axis])}
         others = {k: v for k, v in axes.items() if k != axis}
         budget = {key: int(round(factor * params.get(key, CellConfig.__dataclass_fields__[key].default)))
-                  for key in ("epochs", "min_steps")}
+                  for key in budget_keys(params)}
         for end in sorted(ends):
             for combo in itertools.product(*others.values()):
                 yield f"{name}/budget", {**params, **dict(zip(others, combo)), axis: end, **budget}
+
+
+def budget_keys(params: dict) -> tuple[str, ...]:
+    """What a budget check multiplies: the step cap and the patience under the early-stopping
+    protocol (``max_steps`` > 0), else the epochs and the minimum steps of a fixed epoch count."""
+    if params.get("max_steps", 0):
+        return ("max_steps", "patience")
+    return ("epochs", "min_steps")
 
 
 def _config(values: dict, where: str) -> CellConfig:

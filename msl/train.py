@@ -1,13 +1,23 @@
 """The trainer: plain PyTorch, read top to bottom.
 
-AdamW; linear warm-up to the peak learning rate then cosine decay to ``min_lr_frac`` of it,
-stepped per batch; the peak is ``max_lr``, or ``max_lr * (N / lr_ref_params)^-lr_gamma`` where a
-grid rescales it with model size as Großmann et al. did (:func:`peak_lr`); a fixed number of
-epochs, raised where D is small so that every run takes at least ``min_steps`` optimisation
-steps, optionally cut short by early stopping on the validation loss; gradient clipping; the best
-validation state is kept and restored at the end (as Großmann et al. did); a non-finite or
+AdamW with a peak learning rate ``max_lr``, or ``max_lr * (N / lr_ref_params)^-lr_gamma`` where a
+grid rescales it with model size as Großmann et al. did (:func:`peak_lr`); gradient clipping; the
+best validation state is kept and restored at the end (as Großmann et al. did); a non-finite or
 exploding loss stops the run as ``diverged`` instead of crashing; mixed precision (bf16, or fp16
 with a gradient scaler) on CUDA. The loss is the cell's target table (:mod:`msl.targets`).
+
+Two protocols (:func:`plan`), and the record says which ended the run (``stop_reason``):
+
+* **Fixed epochs** (``max_steps`` = 0): ``epochs``, raised where D is small so that every run
+  takes at least ``min_steps`` steps; linear warm-up then cosine decay to ``min_lr_frac`` over the
+  planned steps; optionally cut short by the patience (``stop_reason`` epochs or patience).
+* **Early stopping** (``max_steps`` > 0): validate every ``eval_every`` steps; the run ends when
+  ``patience`` validations bring no improvement (``patience``), or at the step cap
+  (``max_steps``), which is set high enough to be rarely what ends it. With ``schedule = wsd``
+  (warm-up, stable, decay; :func:`lr_at`) the learning rate stays at its peak until then, and a
+  short linear cool-down from the best state follows (``cooldown_frac`` of the steps to the
+  best validation), because a constant rate does not force the loss down at a step fixed in
+  advance: the point where a run stops is set by its data and model, not by the cap.
 
 Resuming: given a ``checkpoint`` path, the whole training state (model, optimiser, schedule,
 gradient scaler, RNG states, history, best state) is written there atomically after every
@@ -18,7 +28,8 @@ with ``torch.load(..., weights_only=True)``, which refuses to run pickled code: 
 not load that way (damaged, or not written by msl) is reported with a warning and the run starts
 afresh.
 
-CPU threads: :func:`auto_threads` chooses them where the config leaves ``threads = 0``.
+CPU threads: :func:`msl.threads.auto_threads` chooses them where the config leaves
+``threads = 0``.
 
 FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one real training
 step (forward, force backward with ``create_graph`` where forces are derivatives, and the
@@ -30,6 +41,7 @@ compute C; evaluation is not counted.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import re
@@ -63,14 +75,71 @@ def plan_epochs(cfg: CellConfig, steps_per_epoch: int) -> int:
     return max(cfg.epochs, math.ceil(cfg.min_steps / max(steps_per_epoch, 1)))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How long a run may train and when it validates, from the config and the epoch length."""
+    epochs: int      # the most epochs before the cool-down: the cap, rounded up to whole epochs
+    eval_every: int  # validate every this many epochs (and at the end of every phase)
+    total: int       # planned optimisation steps (the cosine decays over these)
+    warmup: int      # linear warm-up steps
+
+
+def plan(cfg: CellConfig, steps_per_epoch: int) -> Plan:
+    """The fixed-epoch protocol (``max_steps`` = 0: ``epochs``, at least ``min_steps``, at most
+    ``MAX_EVALS`` validations unless ``eval_every`` says), or the early-stopping protocol
+    (``max_steps`` > 0: validate every ``eval_every`` steps, rounded to whole epochs, until the
+    patience or the cap ends the stable phase)."""
+    spe = max(steps_per_epoch, 1)
+    if cfg.max_steps:
+        epochs = math.ceil(cfg.max_steps / spe)
+    else:
+        epochs = plan_epochs(cfg, spe)
+    if cfg.eval_every:
+        eval_every = max(1, round(cfg.eval_every / spe))
+    else:
+        eval_every = max(1, math.ceil(epochs / MAX_EVALS))
+    total = epochs * spe
+    return Plan(epochs, eval_every, total, cfg.warmup_steps or max(1, int(cfg.warmup_frac * total)))
+
+
+@dataclass
+class Phase:
+    """Where a run is: before or in the cool-down (``wsd``), and what ended the stable phase."""
+    cooldown_start: int = -1   # step at which the cool-down began; -1: not begun
+    cooldown_steps: int = 0    # its length in steps
+    stop_reason: str = ""      # patience | max_steps | epochs (empty while training)
+    since_best: int = 0        # validations since the best one (the patience counter)
+    best_step: int = 0         # optimisation steps at the best validation
+
+
+def lr_at(cfg: CellConfig, p: Plan, phase: Phase, step: int) -> float:
+    """Multiplier of the peak learning rate at optimisation step ``step``.
+
+    ``cosine``: :func:`lr_factor` over the planned steps. ``wsd`` (warm-up, stable, decay): linear
+    warm-up, then the peak until the stable phase ends (patience or cap), then a linear cool-down
+    to ``min_lr_frac`` over ``cooldown_frac`` times the steps to the best validation. Unlike the
+    cosine, it lowers the learning rate at no step fixed in advance, so the cap does not shape the
+    curve: twice the cap and the patience only lengthen the stable phase.
+    """
+    if cfg.schedule == "cosine":
+        return lr_factor(step, p.total, p.warmup, cfg.min_lr_frac)
+    if phase.cooldown_start < 0:
+        return min(1.0, (step + 1) / p.warmup)
+    done = min(1.0, (step - phase.cooldown_start + 1) / phase.cooldown_steps)
+    return 1.0 - (1.0 - cfg.min_lr_frac) * done
+
+
 @dataclass
 class TrainResult:
     status: str                       # ok | diverged
-    history: list = field(default_factory=list)  # one dict per epoch
+    history: list = field(default_factory=list)  # one dict per validation
     steps: int = 0
     epochs_run: int = 0
     best_epoch: int = 0
-    stopped_early: bool = False
+    best_step: int = 0                # optimisation steps at the best validation
+    stopped_early: bool = False       # the patience ended the run (or its stable phase)
+    stop_reason: str = ""             # patience | max_steps | epochs | diverged
+    cooldown_steps: int = 0           # steps of the wsd cool-down (0: none)
     flops_per_atom: float = 0.0       # training FLOPs per atom per step (see module docstring)
     flops: float = 0.0                # total training FLOPs C
     peak_lr: float = 0.0              # the peak learning rate used
@@ -86,69 +155,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
     return torch.device(name)
-
-
-def auto_threads(requested: int = 0) -> int:
-    """The torch CPU threads for a run whose config asks for ``requested`` (0: choose).
-
-    * ``requested > 0``: that many.
-    * else ``$OMP_NUM_THREADS``, where set to a positive integer (``msl sweep`` sets it per worker).
-    * else the idle cores: the cores this process may run on (``os.sched_getaffinity``) less those
-      that other processes keep busy, at least one. Busy cores are the other tasks running now
-      (Linux: the "running" count of ``/proc/loadavg``, less this process, median of 9 looks over
-      0.2 s); elsewhere the 1-minute load average (``os.getloadavg``) rounded half up. The count
-      now, unlike the load average, sees a run started at the same moment (``&`` in a shell
-      loop) and forgets one that has just ended (the previous command of a loop). On an idle
-      machine this is every core, torch's own default; on 2 cores with one other training
-      process it is 1 (torch's default of 2 ran 58x slower there, its threads fighting the other
-      process's). Both figures are the kernel's, machine-wide: in a container that does not
-      virtualise them they include the host's other work.
-
-    Where other work lowers the count, one line on stderr says so and how to override it
-    (``threads=N``). The thread count changes results only by float32 round-off (parallel sums
-    add in another order: 1 against 2 threads moved metrics by ~1e-7 relative, tested); ``msl
-    sweep`` sets the threads of every cell explicitly, so a sweep's results do not depend on load.
-    """
-    if requested > 0:
-        return requested
-    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if omp.isdigit() and int(omp) > 0:
-        return int(omp)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    load, busy = _busy_cores()
-    threads = max(1, cores - busy)
-    if threads < cores:
-        print(f"msl: warning: using {threads} of {cores} CPU cores, as other processes keep "
-              f"{min(busy, cores)} busy (1-minute load average {load:.2f}); to override, set "
-              "threads=N (msl train --threads N, papermill -p threads N)", file=sys.stderr)
-    return threads
-
-
-def _busy_cores() -> tuple[float, int]:
-    """(1-minute load average, cores that other processes keep busy); see :func:`auto_threads`."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    now = []
-    for _ in range(9):  # the median of 9 looks 20 ms apart: a passing burst does not count
-        now.append(_running_tasks())
-        time.sleep(0.02)
-    if None in now:  # no /proc/loadavg (not Linux): the load average, rounded half up
-        return load, int(load + 0.5)
-    return load, max(sorted(now)[len(now) // 2] - 1, 0)  # less this process
-
-
-def _running_tasks() -> int | None:
-    """Tasks running on the machine at this moment, this one included (the 4th field of
-    ``/proc/loadavg``, "running/total"); None where there is no such file."""
-    try:
-        return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:
@@ -199,39 +205,37 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(train_graphs, batch_size=cfg.batch_size, shuffle=True,
                         generator=generator, drop_last=len(train_graphs) > cfg.batch_size)
-    epochs = plan_epochs(cfg, len(loader))
-    eval_every = max(1, math.ceil(epochs / MAX_EVALS))
-    total = epochs * len(loader)
-    warmup = max(1, int(cfg.warmup_frac * total))
-    result = TrainResult(status="ok")
-    result.peak_lr = peak_lr(cfg, sum(p.numel() for p in model.parameters() if p.requires_grad))
+    p = plan(cfg, len(loader))
+    result, phase = TrainResult(status="ok"), Phase()
+    result.peak_lr = peak_lr(cfg, sum(q.numel() for q in model.parameters() if q.requires_grad))
     optimizer = torch.optim.AdamW(model.parameters(), lr=result.peak_lr,
                                   weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, warmup, cfg.min_lr_frac))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     first = next(iter(DataLoader(train_graphs, batch_size=cfg.batch_size))).to(device)
     result.flops_per_atom = count_flops(model, first, scales, terms) / first.num_nodes
     best_loss, best_state, first_loss, atoms_seen, structures_seen = math.inf, None, None, 0, 0
-    step_seconds, start_epoch = 0.0, 1
-    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    saved = _load_state(checkpoint, cfg, epochs, parts, generator)
+    step_seconds, epoch = 0.0, 0
+    parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
+    saved = _load_state(checkpoint, cfg, p.epochs, parts, generator)
     if saved is not None:
-        start_epoch = saved["epoch"] + 1
-        result.resumed_from_epoch = result.epochs_run = saved["epoch"]
+        epoch = result.resumed_from_epoch = result.epochs_run = saved["epoch"]
         result.history, result.steps, result.best_epoch = saved["history"], saved["steps"], saved["best_epoch"]
         best_loss, best_state, first_loss = saved["best_loss"], saved["best_state"], saved["first_loss"]
         atoms_seen, structures_seen, step_seconds = saved["atoms_seen"], saved["structures_seen"], saved["step_seconds"]
+        phase = Phase(**saved["phase"])
     start = time.perf_counter()
-    bar = tqdm(total=total, initial=result.steps, desc=f"train D={len(train_graphs)}",
+    bar = tqdm(total=p.total, initial=result.steps, desc=f"train D={len(train_graphs)}",
                unit="step", disable=not progress, leave=False)
-    for epoch in range(start_epoch, epochs + 1):
+    while not (saved or {}).get("stopped"):  # a state saved at the very end: nothing left to do
+        epoch += 1
         model.train()
         train_sum, n_seen = 0.0, 0
         epoch_start = time.perf_counter()
         for batch in loader:
             batch = batch.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = result.peak_lr * lr_at(cfg, p, phase, result.steps)
             with _autocast(device, cfg.precision):
                 out = model(batch, **needs)
                 loss = targets.loss(out, batch, scales, terms)
@@ -247,7 +251,6 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
             result.steps += 1
             atoms_seen += batch.num_nodes
             structures_seen += batch.num_graphs
@@ -256,29 +259,49 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
             bar.update()
         step_seconds += time.perf_counter() - epoch_start
         if result.status != "ok":
+            phase.stop_reason = "diverged"
             break
         result.epochs_run = epoch
-        if epoch % eval_every and epoch != epochs:
+        cooling = phase.cooldown_start >= 0
+        cooled = cooling and result.steps >= phase.cooldown_start + phase.cooldown_steps
+        at_cap = not cooling and epoch >= p.epochs
+        if epoch % p.eval_every and not (at_cap or cooled):
             continue
         val = evaluate(model, val_graphs, scales, terms, cfg, "val", device)
         result.history.append({"epoch": epoch, "step": result.steps,
                                "train/loss": train_sum / max(n_seen, 1),
-                               "lr": scheduler.get_last_lr()[0], **val})
+                               "lr": result.peak_lr * lr_at(cfg, p, phase, result.steps), **val})
         bar.set_postfix(val_loss=f"{val['val/loss']:.4g}")
-        stop = False
         if val["val/loss"] < best_loss:
-            best_loss, result.best_epoch = val["val/loss"], epoch
+            best_loss, result.best_epoch, phase.best_step = val["val/loss"], epoch, result.steps
             best_state = copy.deepcopy(model.state_dict())
-        elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
-            result.stopped_early = stop = True
-        _save_state(checkpoint, cfg, epochs, parts, generator, {
+            phase.since_best = 0
+        else:
+            phase.since_best += 1
+        stop = cooled
+        if not cooling:
+            if cfg.patience and phase.since_best >= cfg.patience:
+                phase.stop_reason = "patience"
+            elif at_cap:
+                phase.stop_reason = "max_steps" if cfg.max_steps else "epochs"
+            if phase.stop_reason and cfg.schedule == "wsd":  # cool down from the best state
+                model.load_state_dict(best_state)
+                phase.cooldown_start = result.steps
+                phase.cooldown_steps = max(1, math.ceil(cfg.cooldown_frac * phase.best_step))
+                bar.total = result.steps + phase.cooldown_steps
+            else:
+                stop = bool(phase.stop_reason)
+        _save_state(checkpoint, cfg, p.epochs, parts, generator, {
             "epoch": epoch, "history": result.history, "steps": result.steps,
             "best_epoch": result.best_epoch, "best_loss": best_loss, "best_state": best_state,
-            "first_loss": first_loss, "atoms_seen": atoms_seen,
-            "structures_seen": structures_seen, "step_seconds": step_seconds})
+            "first_loss": first_loss, "atoms_seen": atoms_seen, "phase": dataclasses.asdict(phase),
+            "structures_seen": structures_seen, "step_seconds": step_seconds, "stopped": stop})
         if stop:
             break
     bar.close()
+    result.stop_reason, result.best_step = phase.stop_reason, phase.best_step
+    result.stopped_early = phase.stop_reason == "patience"
+    result.cooldown_steps = max(0, result.steps - phase.cooldown_start) if phase.cooldown_start >= 0 else 0
     result.train_seconds = time.perf_counter() - start
     result.flops = result.flops_per_atom * atoms_seen
     result.structures_per_second = structures_seen / max(step_seconds, 1e-9)

@@ -43,11 +43,16 @@ warmup_frac = 0.05  # fraction of all steps spent warming up
 min_lr_frac = 0.01  # final learning rate as a fraction of max_lr
 weight_decay = 0.0  # AdamW decoupled weight decay
 grad_clip = 10.0  # max global gradient norm; 0 disables clipping
-patience = 0  # early stopping after this many epochs without improvement; 0: off
+patience = 0  # early stopping after this many validations without improvement; 0: off
+max_steps = 0  # step cap of the early-stopping protocol; 0: fixed epochs (epochs, min_steps)
+eval_every = 0  # validate every this many steps (whole epochs); 0: at most 12 times per run
+schedule = "cosine"  # cosine (to min_lr_frac over the planned steps) | wsd (constant, cool-down at the end)
+warmup_steps = 0  # linear warm-up steps; 0: warmup_frac of the planned steps
+cooldown_frac = 0.2  # wsd: cool-down length as a fraction of the steps to the best validation
 targets = "default"  # a preset (default, trikha, grossmann, spectral) or "target:loss:weight, ..."
 precision = "fp32"  # fp32 | bf16 | fp16 (mixed precision needs CUDA)
 device = "cpu"  # cpu | cuda | cuda:N | auto
-threads = 0  # torch CPU threads; 0: auto, the idle cores (msl.train.auto_threads)
+threads = 0  # torch CPU threads; 0: auto, the idle cores (msl.threads.auto_threads)
 resume = 1  # 1: save the training state at each validation and resume a cut-off run
 
 # %%

@@ -52,3 +52,12 @@ def test_shipped_grids_are_valid(path):
     (the GPU grids too: CUDA need not be present to validate them)."""
     cells = grid.load(path).cells()
     assert cells and all(cfg.cell_id for cfg, _ in cells)
+
+
+def test_budget_check_doubles_cap_and_patience_under_early_stopping(tmp_path):
+    (tmp_path / "grid.yaml").write_text(
+        "fixed: {max_steps: 1000, eval_every: 50, patience: 4, schedule: wsd, epochs: 3}\n"
+        "scans:\n  data: {axis: n_train, n_train: [10, 20, 40], budget_check: 2}\n")
+    budget = [cfg for cfg, scans in grid.load(tmp_path).cells() if scans == ("data/budget",)]
+    assert sorted((c.n_train, c.max_steps, c.patience, c.epochs) for c in budget) == [
+        (10, 2000, 8, 3), (40, 2000, 8, 3)]

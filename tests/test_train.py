@@ -177,8 +177,8 @@ def test_a_state_file_with_pickled_code_is_not_run(tiny_pool, tmp_path):
 
 
 def test_auto_threads(monkeypatch, capsys):
-    from msl import train as train_module
-    from msl.train import auto_threads
+    from msl import threads as train_module
+    from msl.threads import auto_threads
 
     monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(train_module.time, "sleep", lambda s: None)
@@ -273,3 +273,82 @@ def test_trikha_loss_trains_a_cell(tiny_pool):
     assert rec["status"] == "ok" and rec["targets"][1] == {
         "target": "forces", "level": "atom", "loss": "l2mae", "weight": 20.0}
     assert math.isfinite(rec["metrics"]["val/stress_aniso_mae"])
+
+
+# --- the early-stopping protocol (max_steps, eval_every, patience, wsd) ---------------------------
+
+def early(**kw):
+    """A tiny cell under the early-stopping protocol: 3 steps an epoch (D = 24, batch 8)."""
+    return tiny(**{"max_steps": 300, "eval_every": 3, "patience": 2, "schedule": "wsd",
+                   "warmup_steps": 3, "max_lr": 5e-2, **kw})
+
+
+def test_wsd_stops_by_patience_then_cools_down_from_the_best_state(tiny_pool):
+    rec = cell.run(early(), progress=False)
+    assert rec["stop_reason"] == "patience" and rec["stopped_early"] and rec["converged"]
+    assert rec["steps"] < 300 and rec["cooldown_steps"] >= 1
+    lrs = [h["lr"] for h in rec["history"]]
+    stable = [h["lr"] for h in rec["history"] if h["step"] <= rec["steps"] - rec["cooldown_steps"]]
+    assert stable[1:] == pytest.approx([5e-2] * (len(stable) - 1))  # constant after warm-up
+    assert lrs[-1] == pytest.approx(5e-2 * 0.01)                     # cooled down to min_lr_frac
+    best = min(h["val/loss"] for h in rec["history"])
+    assert rec["metrics"]["val/loss"] == pytest.approx(best, rel=1e-5)  # the best state is kept
+
+
+def test_the_cap_ends_a_run_that_is_still_improving(tiny_pool):
+    rec = cell.run(early(max_steps=9, patience=50, max_lr=2e-3), progress=False)
+    assert rec["stop_reason"] == "max_steps" and not rec["converged"]
+    assert rec["steps"] == 9 + rec["cooldown_steps"]
+
+
+def test_cosine_with_a_cap_stops_without_cooldown(tiny_pool):
+    rec = cell.run(early(schedule="cosine", max_steps=12, patience=50), progress=False)
+    assert rec["stop_reason"] == "max_steps" and rec["cooldown_steps"] == 0 and rec["steps"] == 12
+
+
+def test_an_early_stopped_run_resumes_to_the_same_result(tiny_pool, monkeypatch, tmp_path):
+    """Kill during the cool-down's first validation: the resumed run ends as the whole one."""
+    from msl import train as train_module
+
+    whole = cell.run(early(), progress=False)
+    n_evals = len(whole["history"])
+    real, calls = train_module.evaluate, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n_evals:  # the last validation (in the cool-down)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupted)
+    cfg = early(record_dir=str(tmp_path / "records"))
+    with pytest.raises(KeyboardInterrupt):
+        cell.run(cfg, progress=False)
+    monkeypatch.setattr(train_module, "evaluate", real)
+    resumed = cell.run(cfg, progress=False)
+    assert resumed["resumed_from_epoch"] > 0 and resumed["steps"] == whole["steps"]
+    assert resumed["stop_reason"] == whole["stop_reason"] == "patience"
+    assert resumed["metrics"] == whole["metrics"]
+
+
+@pytest.mark.parametrize("values, word", [
+    ({"max_steps": 100}, "eval_every"),
+    ({"max_steps": 100, "eval_every": 10}, "patience"),
+    ({"schedule": "wsd"}, "max_steps"),
+    ({"schedule": "linear"}, "schedule"),
+    ({"cooldown_frac": 0.0}, "cooldown_frac"),
+    ({"max_steps": -5}, "max_steps"),
+])
+def test_protocol_settings_are_checked(values, word):
+    with pytest.raises(ValueError, match=word):
+        config.from_dict(values)
+
+
+def test_new_protocol_fields_keep_earlier_cell_ids():
+    """Fields added with the early-stopping protocol enter the id only when set: every cell
+    published before them keeps its id (this one is a committed fixture record)."""
+    from msl import grid
+
+    ids = {cfg.cell_id for cfg, _ in grid.load("tests/fixtures/study").cells()}
+    assert "optimetal2b-s0-d16-seed0-827cedf8" in ids
+    assert early().with_id().cell_id != early(max_steps=600).with_id().cell_id

@@ -1,0 +1,185 @@
+"""Is a scaling point converged, and do the laws extrapolate? (From records; no training here.)
+
+A scaling point is only as good as its convergence: a point that more training would still move
+is not a point on a scaling curve. This module turns a study's records into
+
+- :func:`checks`: the convergence check of every scan end. The grid reruns both ends of each scan
+  with ``budget_check`` times the budget (:mod:`msl.grid`): twice the step cap and twice the
+  patience under the early-stopping protocol (``max_steps`` > 0), twice the epochs and minimum
+  steps under a fixed epoch count. The check passes when the best validation loss moves by less
+  than ``TOLERANCE`` (5 %).
+- :func:`points`: every (x, seed) point of a scan with a ``converged`` flag and the reason when
+  it is not: the run must have been ended by early stopping (``stop_reason == "patience"``), not
+  by its step cap, and an end point must also pass its check. Records from before the protocol
+  (no ``stop_reason``) fall back to the record's own ``converged`` flag.
+- :func:`fit_converged`: the power law fitted to the converged points only, and only where at
+  least ``MIN_POINTS`` of them remain (otherwise the reason, never a number).
+- :func:`predictions`: fit on all but the largest two converged points, predict those two with a
+  95 % interval (bootstrap over seeds where there are several, else the covariance's delta
+  method), and compare with the measured losses: the study's own test of whether its laws
+  extrapolate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from msl import fit
+from msl import results as records
+from msl.grid import Grid
+
+TOLERANCE = 0.05      # |L(2x budget) - L| / L below this: converged
+MIN_POINTS = 5        # a fit is shown only with at least this many converged points
+AXIS_X = {"n_train": "n_train", "size": "n_params"}  # scanned parameter -> x of the fit
+N_BOOT = 1000         # bootstrap resamples for the prediction intervals
+
+
+def frame(grid: Grid) -> pd.DataFrame:
+    """One row per (cell, scan) of ``grid`` with a finished record: what the checks need."""
+    by_id = {r["cell_id"]: r for r in records.load(grid.study_dir)}
+    rows = []
+    for cfg, scans in grid.cells():
+        rec = by_id.get(cfg.cell_id)
+        if rec is None:
+            continue
+        for scan in scans:
+            rows.append({
+                "scan": scan, "cell_id": cfg.cell_id, "status": rec["status"],
+                "model": rec["model"], "size": rec["size"], "n_params": rec.get("n_params"),
+                "n_train": rec["n_train"], "seed": rec["seed"], "max_lr": cfg.max_lr,
+                "steps": rec.get("steps"), "max_steps": cfg.max_steps, "patience": cfg.patience,
+                "epochs": cfg.epochs, "stop_reason": rec.get("stop_reason"),
+                "run_converged": _run_converged(rec),
+                "val/loss": rec.get("metrics", {}).get("val/loss", np.nan),
+            })
+    return pd.DataFrame(rows)
+
+
+def _run_converged(rec: dict) -> bool:
+    """The run itself ended by early stopping (or, for old records, says it converged)."""
+    if rec["status"] != "ok":
+        return False
+    if rec.get("stop_reason") is not None:
+        return rec["stop_reason"] == "patience"
+    return bool(rec.get("converged"))
+
+
+def checks(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """The check of both ends of every scan with ``budget_check``: best validation loss with the
+    grid's budget and with the larger one, relative change, and whether it is under 5 %."""
+    rows = []
+    for name, spec in grid.scans.items():
+        if not spec.get("budget_check"):
+            continue
+        axis = spec["axis"]
+        x_name = AXIS_X.get(axis, axis)
+        base = df[(df.scan == name) & (df.status == "ok")]
+        longer = df[(df.scan == f"{name}/budget") & (df.status == "ok")]
+        for end in (min(spec[axis]), max(spec[axis])):
+            for seed in sorted(base.seed.unique()):
+                a = base[(base[axis] == end) & (base.seed == seed)]
+                b = longer[(longer[axis] == end) & (longer.seed == seed)]
+                if a.empty or b.empty:
+                    continue
+                a, b = a.iloc[0], b.iloc[0]
+                change = (b["val/loss"] - a["val/loss"]) / a["val/loss"]
+                rows.append({
+                    "scan": name, "model": a["model"], "x": x_name, "value": a[x_name],
+                    "seed": int(seed), "steps": int(a["steps"]), "ended by": a["stop_reason"],
+                    "val/loss": a["val/loss"], "steps (2x)": int(b["steps"]),
+                    "ended by (2x)": b["stop_reason"], "val/loss (2x)": b["val/loss"],
+                    "relative change": change, "converged": bool(abs(change) < TOLERANCE),
+                })
+    return pd.DataFrame(rows)
+
+
+def points(df: pd.DataFrame, grid: Grid, scan: str, checked: pd.DataFrame | None = None):
+    """Every (x, seed) point of ``scan`` with ``converged`` and, where not, ``why``."""
+    axis = grid.axis(scan)
+    x_name = AXIS_X.get(axis, axis)
+    rows = df[(df.scan == scan) & (df.status == "ok")].copy()
+    rows["x"] = rows[x_name].astype(float)
+    checked = checks(df, grid) if checked is None else checked
+    mine = checked[checked.scan == scan] if not checked.empty else checked
+    converged, why = [], []
+    for _, r in rows.iterrows():
+        reasons = []
+        if not r["run_converged"]:
+            reasons.append(f"ended by {r['stop_reason'] or 'its budget'}, not by early stopping")
+        if not mine.empty:
+            c = mine[(mine.value == r[x_name]) & (mine.seed == r["seed"])]
+            if not c.empty and not c["converged"].iloc[0]:
+                reasons.append(f"twice the budget moved it by {c['relative change'].iloc[0]:+.0%}")
+        converged.append(not reasons)
+        why.append("; ".join(reasons))
+    rows["converged"], rows["why"] = converged, why
+    return rows[["x", "seed", "val/loss", "steps", "stop_reason", "converged", "why", "cell_id"]]
+
+
+def _means(pts: pd.DataFrame):
+    """Seed means of the converged points: x, mean, spread (None for one seed), per-seed rows."""
+    good = pts[pts.converged]
+    grouped = good.groupby("x")["val/loss"]
+    x = np.array(grouped.mean().index, float)
+    y = grouped.mean().to_numpy()
+    sigma = grouped.std(ddof=1).to_numpy() if len(x) and grouped.count().min() > 1 else None
+    return x, y, sigma, good
+
+
+def fit_converged(pts: pd.DataFrame):
+    """(FitResult or None, reason): L = (x0/x)^alpha on the converged points' seed means.
+
+    Weighted by the spread over seeds in linear space where every point has several seeds, else
+    unweighted in log space (as :func:`msl.analysis.fit_scan`)."""
+    x, y, sigma, _ = _means(pts)
+    if len(x) < MIN_POINTS:
+        return None, (f"only {len(x)} converged point(s); a fit needs at least {MIN_POINTS}")
+    if sigma is not None and np.all(sigma > 0):
+        return fit.power_law(x, y, sigma), ""
+    return fit.power_law(x, y, space="log"), ""
+
+
+def predictions(pts: pd.DataFrame, n_holdout: int = 2, level: float = 0.95,
+                seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """Fit on all but the ``n_holdout`` largest converged x, predict those with a ``level``
+    interval, compare with what was measured. Returns (table, reason if no table)."""
+    x, y, sigma, good = _means(pts)
+    if len(x) - n_holdout < 3:
+        return pd.DataFrame(), (f"{len(x)} converged point(s): predicting {n_holdout} needs at "
+                                f"least {n_holdout + 3}")
+    keep = x < np.sort(x)[-n_holdout]
+    held = ~keep
+    n_seeds = good.groupby("x").seed.nunique().min()
+    if n_seeds > 1:   # bootstrap over seeds: each resample draws whole seeds' runs
+        sub = good[good.x.isin(x[keep])]
+        result = fit.power_law(sub.x.to_numpy(), sub["val/loss"].to_numpy(), space="log")
+        result = result.bootstrap(N_BOOT, seed=seed, level=level, groups=sub.seed.to_numpy())
+        method = f"bootstrap over {n_seeds} seeds"
+    else:
+        result = fit.power_law(x[keep], y[keep], space="log")
+        method = "covariance (one seed)"
+    band = result.band(x[held], level=level)
+    pred = result.predict(x[held])
+    lo, hi = (np.full_like(pred, np.nan), np.full_like(pred, np.nan)) if band is None else band
+    rows = []
+    for xi, p, l, h, obs in zip(x[held], pred, lo, hi, y[held]):
+        rows.append({"x": xi, "predicted": p, "interval lo": l, "interval hi": h,
+                     "measured": obs, "error": obs / p - 1,
+                     "inside": bool(l <= obs <= h) if np.isfinite(l) else None,
+                     "from": f"{keep.sum()} smaller points, {method}"})
+    return pd.DataFrame(rows), ""
+
+
+def verdict(checked: pd.DataFrame) -> str:
+    """One sentence: how many end-point checks passed, and which failed."""
+    if checked.empty:
+        return "this study has no convergence checks, so convergence is not established"
+    failed = checked[~checked.converged]
+    head = (f"{int(checked.converged.sum())} of {len(checked)} end-point checks converged "
+            f"(best validation loss moved by less than {TOLERANCE:.0%} with twice the budget)")
+    if failed.empty:
+        return head
+    names = ", ".join(f"{r.scan} at {r.x} = {r.value:g} (seed {r.seed}, {r['relative change']:+.0%})"
+                      for _, r in failed.iterrows())
+    return f"{head}; not converged: {names}"

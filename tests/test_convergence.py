@@ -1,0 +1,69 @@
+"""msl.convergence on a handmade study: checks, converged points, fits, predictions."""
+
+import numpy as np
+import pytest
+
+from msl import convergence, grid
+from msl import results as records
+
+GRID = """study: handmade
+fixed: {max_steps: 1000, eval_every: 10, patience: 3, schedule: wsd, seed: [0, 1, 2]}
+scans:
+  data: {axis: n_train, n_train: [20, 40, 80, 160, 320, 640, 1280], size: 0, budget_check: 2}
+"""
+
+
+def truth(d):
+    return (1e4 / d) ** 0.3
+
+
+def make_study(tmp_path, cap_ended=(), moved=None):
+    """Records following L = (1e4/D)^0.3 with 2% seed noise; ``cap_ended`` lists D whose runs
+    hit their cap; ``moved`` maps a D end to the relative change its 2x check shows."""
+    (tmp_path / "grid.yaml").write_text(GRID)
+    g = grid.load(tmp_path)
+    rng = np.random.default_rng(0)
+    moved = moved or {}
+    for cfg, scans in g.cells():
+        loss = truth(cfg.n_train) * (1 + 0.02 * rng.standard_normal())
+        if scans == ("data/budget",):
+            loss = loss * (1 + moved.get(cfg.n_train, 0.01))
+        reason = "max_steps" if cfg.n_train in cap_ended and scans != ("data/budget",) else "patience"
+        records.write(g.record_dir / f"{cfg.cell_id}.json", {
+            "cell_id": cfg.cell_id, "status": "ok", "model": cfg.model, "size": cfg.size,
+            "n_params": 5000, "n_train": cfg.n_train, "seed": cfg.seed, "steps": 500,
+            "stop_reason": reason, "metrics": {"val/loss": float(loss)}})
+    return g
+
+
+def test_all_converged_gives_a_fit_and_predictions(tmp_path):
+    g = make_study(tmp_path)
+    df = convergence.frame(g)
+    checked = convergence.checks(df, g)
+    assert len(checked) == 6 and checked.converged.all()  # 2 ends x 3 seeds
+    pts = convergence.points(df, g, "data", checked)
+    assert pts.converged.all() and len(pts) == 21
+    result, why = convergence.fit_converged(pts)
+    assert why == "" and result.params["alpha"] == pytest.approx(0.3, abs=0.03)
+    table, why = convergence.predictions(pts)
+    assert why == "" and list(table.x) == [640, 1280]
+    assert table.inside.all() and (table["interval lo"] < table.predicted).all()
+    assert "bootstrap over 3 seeds" in table["from"].iloc[0]
+    assert convergence.verdict(checked).startswith("6 of 6 end-point checks converged")
+
+
+def test_points_that_fail_are_left_out_and_named(tmp_path):
+    g = make_study(tmp_path, cap_ended=(80, 160, 320), moved={1280: -0.2})
+    df = convergence.frame(g)
+    checked = convergence.checks(df, g)
+    assert (~checked.converged).sum() == 3  # the large end, every seed
+    pts = convergence.points(df, g, "data", checked)
+    bad = pts[~pts.converged]
+    assert set(bad.x) == {80, 160, 320, 1280}
+    assert "ended by max_steps" in bad[bad.x == 80].why.iloc[0]
+    assert "twice the budget moved it by -2" in bad[bad.x == 1280].why.iloc[0]
+    result, why = convergence.fit_converged(pts)  # 3 converged points remain: no fit
+    assert result is None and "only 3 converged point(s)" in why
+    table, why = convergence.predictions(pts)
+    assert table.empty and "needs at least 5" in why
+    assert "data at n_train = 1280 (seed 0, -2" in convergence.verdict(checked)
