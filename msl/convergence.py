@@ -49,20 +49,29 @@ def frame(grid: Grid) -> pd.DataFrame:
                 "model": rec["model"], "size": rec["size"], "n_params": rec.get("n_params"),
                 "n_train": rec["n_train"], "seed": rec["seed"], "max_lr": cfg.max_lr,
                 "steps": rec.get("steps"), "max_steps": cfg.max_steps, "patience": cfg.patience,
-                "epochs": cfg.epochs, "stop_reason": rec.get("stop_reason"),
+                "epochs": cfg.epochs, "stop_reason": _stop_reason(rec),
                 "run_converged": _run_converged(rec),
                 "val/loss": rec.get("metrics", {}).get("val/loss", np.nan),
             })
     return pd.DataFrame(rows)
 
 
+def _stop_reason(rec: dict) -> str:
+    """What ended the run; records from before ``stop_reason`` ran a fixed epoch count."""
+    if rec["status"] != "ok":
+        return rec["status"]
+    if rec.get("stop_reason"):
+        return rec["stop_reason"]
+    return "patience" if rec.get("stopped_early") else "epochs"
+
+
 def _run_converged(rec: dict) -> bool:
     """The run itself ended by early stopping (or, for old records, says it converged)."""
     if rec["status"] != "ok":
         return False
-    if rec.get("stop_reason") is not None:
+    if rec.get("stop_reason"):
         return rec["stop_reason"] == "patience"
-    return bool(rec.get("converged"))
+    return bool(rec.get("converged"))  # before the protocol: the record's own verdict
 
 
 def checks(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
@@ -106,7 +115,7 @@ def points(df: pd.DataFrame, grid: Grid, scan: str, checked: pd.DataFrame | None
     for _, r in rows.iterrows():
         reasons = []
         if not r["run_converged"]:
-            reasons.append(f"ended by {r['stop_reason'] or 'its budget'}, not by early stopping")
+            reasons.append(f"ended by {r['stop_reason']}, not by early stopping")
         if not mine.empty:
             c = mine[(mine.value == r[x_name]) & (mine.seed == r["seed"])]
             if not c.empty and not c["converged"].iloc[0]:
@@ -183,3 +192,52 @@ def verdict(checked: pd.DataFrame) -> str:
     names = ", ".join(f"{r.scan} at {r.x} = {r.value:g} (seed {r.seed}, {r['relative change']:+.0%})"
                       for _, r in failed.iterrows())
     return f"{head}; not converged: {names}"
+
+
+def fit_scans(df: pd.DataFrame, grid: Grid, scans, checked: pd.DataFrame | None = None) -> dict:
+    """{scan: (points, FitResult or None, reason)} for the named scans (:func:`fit_converged`)."""
+    checked = checks(df, grid) if checked is None else checked
+    out = {}
+    for name in scans:
+        pts = points(df, grid, name, checked)
+        result, why = fit_converged(pts)
+        out[name] = (pts, result, why)
+    return out
+
+
+def fit_table(fitted: dict) -> pd.DataFrame:
+    """One row per scan: its range, converged points of all, and the fitted exponent and scale
+    as :meth:`msl.fit.FitResult.shown` gives them, or why there is no fit."""
+    rows = []
+    for name, (pts, result, why) in fitted.items():
+        means = pts.groupby("x").converged.all()
+        rows.append({"scan": name, "range": f"{pts.x.min():.3g} – {pts.x.max():.3g}",
+                     "converged points": f"{int(means.sum())} of {len(means)}",
+                     "alpha": result.shown("alpha") if result else "not fitted",
+                     "x0": result.shown("x0") if result else "",
+                     "note": why or ("; ".join(sorted(set(result.undetermined.values())))
+                                     if result.undetermined else "")})
+    return pd.DataFrame(rows).set_index("scan")
+
+
+def not_converged(pts: pd.DataFrame) -> str:
+    """The points left out of a fit, named with the reason, for the chapter's text."""
+    bad = pts[~pts.converged]
+    if bad.empty:
+        return "none"
+    return "; ".join(f"{r.x:g} (seed {r.seed}: {r.why})" for r in bad.itertuples())
+
+
+def shown_predictions(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`predictions` as the book shows it: losses to 3 significant digits, errors in %."""
+    if table.empty:
+        return table
+    out = pd.DataFrame({"x": table.x.map(lambda v: f"{v:g}")})
+    out["predicted"] = table.predicted.map(lambda v: f"{v:.3g}")
+    out["95% interval"] = [f"[{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else "none"
+                           for lo, hi in zip(table["interval lo"], table["interval hi"])]
+    out["measured"] = table.measured.map(lambda v: f"{v:.3g}")
+    out["measured / predicted - 1"] = table.error.map(lambda v: f"{v:+.0%}")
+    out["inside"] = table.inside.map({True: "yes", False: "no", None: ""})
+    out["from"] = table["from"]
+    return out

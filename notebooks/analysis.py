@@ -27,8 +27,8 @@ study_dir = "../tests/fixtures/study"  # folder holding grid.yaml and records/
 import matplotlib.pyplot as plt
 from myst_nb import glue
 
-from msl import analysis, grid as grids
-from msl.plot import scaling
+from msl import analysis, convergence, grid as grids, results
+from msl.plot import scaling, training
 
 study = grids.load(study_dir)
 df = analysis.table(study)
@@ -43,33 +43,87 @@ df.groupby(["scan", "status"]).size().rename("cells").to_frame()
 # `torch.utils.flop_counter` on a real step, times the atoms seen).
 
 # %% tags=["hide-input"]
+frame = convergence.frame(study)
+df = df.merge(frame[["cell_id", "scan", "stop_reason"]], on=["cell_id", "scan"], how="left")
 columns = ["scan", "model", "size", "n_params", "n_train", "seed", "epochs_run", "steps", "flops",
-           "converged", "val/loss", "val/energy_mae", "val/forces_mae", "val/stress_mae"]
+           "stop_reason", "val/loss", "val/energy_mae", "val/forces_mae", "val/stress_mae"]
 df[columns].sort_values(["scan", "n_params", "n_train"]).round(4).reset_index(drop=True)
 
 # %% [markdown]
+# ## Is each point trained to convergence?
+# A point on a scaling curve means something only if more training would not move it. For the
+# smallest and the largest value of each scan's axis the grid also trains the same cell with
+# twice the budget: twice the step cap and the patience under the early-stopping protocol, twice
+# the epochs and minimum steps under a fixed epoch count. A change of the best validation loss
+# below 5% counts as converged. Every other point counts as converged when early stopping, not
+# its step cap, ended its run (records from before the protocol: when its best validation loss
+# moved by less than 2% over the last quarter of its epochs).
+
+# %% tags=["hide-input"]
+checks = convergence.checks(frame, study)
+glue("budget_verdict", convergence.verdict(checks), display=False)
+checks.round({"val/loss": 4, "val/loss (2x)": 4, "relative change": 3}) if len(checks) else "no convergence checks in this grid"
+
+# %% [markdown]
+# The validation curves of every run of each scan (a dot marks the best validation, a cross a run
+# that its step cap ended):
+
+# %% tags=["hide-input"]
+by_id = {r["cell_id"]: r for r in results.load(study.study_dir)}
+fig, axes = plt.subplots(1, len(study.scans), figsize=(5 * len(study.scans), 3.6),
+                         layout="constrained", squeeze=False)
+for ax, name in zip(axes[0], study.scans):
+    axis = convergence.AXIS_X.get(study.axis(name), study.axis(name))
+    rows = frame[(frame.scan == name) & (frame.status == "ok")]
+    training.scan_curves(ax, [(getattr(r, axis), by_id[r.cell_id]) for r in rows.itertuples()],
+                         x_label={"n_train": "D", "n_params": "N"}.get(axis, axis))
+    ax.set_title(name)
+
+# %% [markdown]
 # ## Data and parameter scaling
-# Each panel shows one scan (validation loss against its axis) with the fitted power law and its
-# uncertainty band. Exponents come with standard errors from the fit's covariance, weighted by the
-# spread over seeds where a scan has several seeds, and are rounded to what the error supports; a
-# parameter the points do not determine (too few of them, or an error larger than the value) is
-# shown as "undetermined", with the reason.
+# Each panel shows one scan: validation loss against its axis, filled where the point converged,
+# hollow where it did not. $L = (x_0/x)^{\alpha}$ is fitted to the converged points only, and only
+# where at least five remain; exponents come with standard errors from the fit's covariance
+# (weighted by the spread over seeds where a scan has several seeds) and are rounded to what the
+# error supports; a parameter the points do not determine is shown as "undetermined", with the
+# reason.
 
 # %% tags=["hide-input"]
-fits = {name: analysis.fit_scan(df, study, name) for name in study.scans}
-fig, axes = plt.subplots(1, len(fits), figsize=(5 * len(fits), 3.8), layout="constrained",
+fitted = convergence.fit_scans(frame, study, study.scans, checks)
+fig, axes = plt.subplots(1, len(fitted), figsize=(5 * len(fitted), 3.8), layout="constrained",
                          squeeze=False)
-for ax, (name, result) in zip(axes[0], fits.items()):
-    scaling.loglog(ax, result.x, result.y, yerr=result.sigma, fit=result.result, label=name)
-    ax.set_xlabel(analysis.X_LABEL[result.x_name])
+for ax, (name, (pts, result, why)) in zip(axes[0], fitted.items()):
+    training.converged_points(ax, pts)
+    if result is not None:
+        good = pts[pts.converged].groupby("x")["val/loss"].mean()
+        scaling.loglog(ax, good.index, good.to_numpy(), fit=result, color="C0")
+    ax.set_xlabel(analysis.X_LABEL[convergence.AXIS_X.get(study.axis(name), study.axis(name))])
     ax.set_ylabel("validation loss L")
-    ax.set_title(f"{name}: {result.result.stated('alpha')}")
-for name, result in fits.items():
-    glue(f"alpha_{name}", result.result.shown("alpha"), display=False)
-    glue(f"range_{name}", f"{result.x.min():.3g} to {result.x.max():.3g}", display=False)
+    ax.set_title(f"{name}: {result.stated('alpha') if result else 'no fit'}", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+for name, (pts, result, why) in fitted.items():
+    glue(f"alpha_{name}", result.shown("alpha") if result else f"not fitted ({why})", display=False)
+    glue(f"range_{name}", f"{pts.x.min():.3g} to {pts.x.max():.3g}", display=False)
+    glue(f"left_out_{name}", convergence.not_converged(pts), display=False)
 
 # %% tags=["hide-input"]
-analysis.fits_table(fits)
+convergence.fit_table(fitted)
+
+# %% [markdown]
+# Points left out of the fits (not converged): data scan: {glue:text}`left_out_data`; parameter
+# scan: {glue:text}`left_out_params`.
+#
+# ## Predicted before measured
+# Each law is fitted again without the two largest converged points of its scan and predicts
+# them, with a 95% interval (a bootstrap over seeds where a scan has several, else the fit's
+# covariance): the study's own test of whether its laws extrapolate.
+
+# %% tags=["hide-input"]
+for name, (pts, result, why) in fitted.items():
+    table, reason = convergence.predictions(pts)
+    print(f"{name}: {reason}" if reason else f"{name}:")
+    if not table.empty:
+        display(convergence.shown_predictions(table))
 
 # %% [markdown]
 # ## Per-target errors
@@ -78,27 +132,14 @@ analysis.fits_table(fits)
 # %% tags=["hide-input"]
 targets = [("val/energy_mae", "energy MAE (eV/atom)"), ("val/forces_mae", "force MAE (eV/Å)"),
            ("val/stress_mae", "stress MAE (GPa)")]
-fig, axes = plt.subplots(len(fits), 3, figsize=(13, 3.4 * len(fits)), layout="constrained",
+fig, axes = plt.subplots(len(fitted), 3, figsize=(13, 3.4 * len(fitted)), layout="constrained",
                          squeeze=False)
-for row, name in zip(axes, fits):
+for row, name in zip(axes, fitted):
     for ax, (metric, label) in zip(row, targets):
         x_name, x, y, sigma = analysis.scan_points(df, study, name, metric)
         scaling.loglog(ax, x, y, yerr=sigma, label=name)
         ax.set_xlabel(analysis.X_LABEL[x_name])
         ax.set_ylabel(label)
-
-# %% [markdown]
-# ## Is each point trained to convergence?
-# A point on a scaling curve means something only if more training would not move it. For the
-# smallest and the largest value of each scan's axis the grid also trains the same cell with
-# twice the epochs (and twice the minimum number of steps); a change of the validation loss below 5% counts as converged. Where it is
-# larger, the exponent above mixes data or model scaling with under-training, and is a property
-# of this training budget rather than of the model.
-
-# %% tags=["hide-input"]
-checks = analysis.budget_check(df, study)
-glue("budget_verdict", analysis.budget_verdict(checks), display=False)
-checks.round(4) if len(checks) else "no budget checks in this grid"
 
 # %% [markdown]
 # ## Loss against compute
@@ -114,6 +155,6 @@ _ = ax.set_ylabel("validation loss L")
 
 # %% [markdown]
 # ## Findings
+# - Convergence: {glue:text}`budget_verdict`.
 # - Data scaling over D = {glue:text}`range_data`: $\alpha_D$ = {glue:text}`alpha_data`.
 # - Parameter scaling over N = {glue:text}`range_params`: $\alpha_N$ = {glue:text}`alpha_params`.
-# - Convergence: {glue:text}`budget_verdict`.

@@ -21,3 +21,48 @@ def loss_curve(record: dict, ax=None):
     ax.set_title(f"{record['model']} size {record['size']}, D = {record['n_train']}", fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     return ax
+
+
+def scan_curves(ax, runs, *, x_label="D", cmap="viridis"):
+    """Validation loss against optimisation step for every run of one scan, one colour per value
+    of the scan's axis (``runs``: (axis value, record) pairs); a dot marks each run's best
+    validation, a cross a run that its step cap (not early stopping) ended. Returns ``ax``."""
+    import matplotlib as mpl
+    import numpy as np
+
+    values = sorted({v for v, _ in runs})
+    cm = mpl.colormaps[cmap]
+    colour = {v: cm(i / max(1, len(values) - 1)) for i, v in enumerate(values)}
+    seen = set()
+    for value, rec in runs:
+        history = rec.get("history") or []
+        if not history:
+            continue
+        steps = np.array([h["step"] for h in history])
+        loss = np.array([h["val/loss"] for h in history])
+        label = f"{x_label} = {value:g}" if value not in seen else None
+        seen.add(value)
+        ax.plot(steps, loss, color=colour[value], lw=1, label=label)
+        best = int(np.argmin(loss))
+        ax.plot(steps[best], loss[best], "o", ms=3, color=colour[value])
+        if rec.get("stop_reason") == "max_steps":
+            ax.plot(steps[-1], loss[-1], "x", ms=6, color=colour[value])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("validation loss")
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    return ax
+
+
+def converged_points(ax, points, *, color="C0"):
+    """A scan's seed means on log-log axes: filled where every seed converged, hollow where one
+    did not (``points``: the frame of :func:`msl.convergence.points`). Returns ``ax``."""
+    means = points.groupby("x").agg(loss=("val/loss", "mean"), ok=("converged", "all"))
+    for ok, face, label in ((True, color, "converged"), (False, "none", "not converged")):
+        part = means[means.ok == ok]
+        if len(part):
+            ax.plot(part.index, part.loss, "o", ms=5, mfc=face, mec=color, label=label, zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    return ax
