@@ -27,10 +27,11 @@ study_dir = "../tests/fixtures/study"  # folder holding grid.yaml and records/
 import matplotlib.pyplot as plt
 from myst_nb import glue
 
-from msl import analysis, convergence, grid as grids, results
+from msl import analysis, convergence, grid as grids, results, tuning
 from msl.plot import scaling, training
 
 study = grids.load(study_dir)
+scans = [name for name in study.scans if study.axis(name) in ("n_train", "size")]  # D and N scans
 df = analysis.table(study)
 print(f"study {study.study!r}: {study.description}")
 df.groupby(["scan", "status"]).size().rename("cells").to_frame()
@@ -70,14 +71,42 @@ checks.round({"val/loss": 4, "val/loss (2x)": 4, "relative change": 3}) if len(c
 
 # %% tags=["hide-input"]
 by_id = {r["cell_id"]: r for r in results.load(study.study_dir)}
-fig, axes = plt.subplots(1, len(study.scans), figsize=(5 * len(study.scans), 3.6),
+fig, axes = plt.subplots(1, len(scans), figsize=(5 * len(scans), 3.6),
                          layout="constrained", squeeze=False)
-for ax, name in zip(axes[0], study.scans):
+for ax, name in zip(axes[0], scans):
     axis = convergence.AXIS_X.get(study.axis(name), study.axis(name))
     rows = frame[(frame.scan == name) & (frame.status == "ok")]
     training.scan_curves(ax, [(getattr(r, axis), by_id[r.cell_id]) for r in rows.itertuples()],
                          x_label={"n_train": "D", "n_params": "N"}.get(axis, axis))
     ax.set_title(name)
+
+# %% [markdown]
+# ## Learning rate per size
+# A parameter scan is fair only if every rung trains at a good learning rate. Where the grid has
+# learning-rate scans (at least 3 values spanning 10x at the smallest and the largest rung), the
+# best value of each is shown with the rule the parameter scan uses between them: it agrees when
+# it lies within a factor of $\sqrt{10}$ of the measured optimum (the optimum lies somewhere
+# between two neighbouring values 3x apart).
+
+# %% tags=["hide-input"]
+best_lr = tuning.optima(frame, study)
+if best_lr.empty:
+    print("no learning-rate scans in this grid: the parameter scan uses one fixed peak learning rate")
+else:
+    fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
+    for name, n_params, lr_values, loss, spread in tuning.curves(frame, study):
+        ax.errorbar(lr_values, loss, yerr=spread, fmt="o-", ms=4, capsize=2, label=f"N = {n_params:,}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("validation loss L")
+    ax.legend(frameon=False, fontsize=8)
+    gamma = tuning.rule(best_lr)
+    print("lr ∝ N^-gamma through the two optima: gamma = "
+          + ("undetermined (one rung)" if gamma is None else f"{gamma:.2f}"))
+    params_scan = next(name for name in scans if study.axis(name) == "size")
+    params_spec = {**study.fixed, **study.scans[params_scan]}
+    display(best_lr.round(4), tuning.check_rule(best_lr, params_spec).round(4))
 
 # %% [markdown]
 # ## Data and parameter scaling
@@ -89,7 +118,7 @@ for ax, name in zip(axes[0], study.scans):
 # reason.
 
 # %% tags=["hide-input"]
-fitted = convergence.fit_scans(frame, study, study.scans, checks)
+fitted = convergence.fit_scans(frame, study, scans, checks)
 fig, axes = plt.subplots(1, len(fitted), figsize=(5 * len(fitted), 3.8), layout="constrained",
                          squeeze=False)
 for ax, (name, (pts, result, why)) in zip(axes[0], fitted.items()):
