@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch_geometric.nn.models.schnet import GaussianSmearing
 
+from msl.models import potential
 from msl.models.optimetal import (CUTOFF, N_BLOCKS, N_RBF, RBF_SCALE, WIDTHS, EnvelopeCGConv,
                                   _mlp)
-from msl.models.potential import MAX_Z, PolynomialEnvelope, Potential
+from msl.models.potential import MAX_Z, GaussianBasis, PolynomialEnvelope, Potential
 
 TRIPLET_CUTOFF = 4.0  # Å, both bonds of a triplet are shorter than this
 L_MAX = 3             # angle features P_0 .. P_L_MAX of cos theta
@@ -53,7 +53,7 @@ class OptiMetal3B(Potential):
         super().__init__(cutoff)
         self.l_max = int(l_max)
         self.embed = nn.Embedding(MAX_Z + 1, width)
-        self.rbf = GaussianSmearing(0.0, cutoff, n_rbf)
+        self.rbf = GaussianBasis(0.0, cutoff, n_rbf)
         self.envelope = PolynomialEnvelope(cutoff)
         self.triplet_envelope = PolynomialEnvelope(triplet_cutoff)
         self.edge_embed = _mlp(n_rbf, width, width)
@@ -66,6 +66,31 @@ class OptiMetal3B(Potential):
         self.readout = _mlp(width, width, 1)
 
     def atom_features(self, z, edge_vec, edge_index, batch):
+        if not potential.FUSED:
+            return self._reference_atom_features(z, edge_vec, edge_index, batch)
+        src, dst = edge_index
+        r = edge_vec.norm(dim=-1)
+        edge_weight = self.envelope(r)
+        pair = triplets(edge_index, r, self.triplet_envelope.cutoff, z.shape[0])
+        b, a = pair
+        # per-edge quantities first, then gathered to the (about 6 times more) triplets
+        unit = edge_vec / r.unsqueeze(-1)
+        cos = (unit.index_select(0, a) * unit.index_select(0, b)).sum(-1)
+        angle_attr = legendre(cos, self.l_max)
+        u4 = self.triplet_envelope(r)
+        angle_weight = u4.index_select(0, a) * u4.index_select(0, b)
+        h = self.embed(z)
+        e = self.edge_embed(RBF_SCALE * self.rbf(r))
+        for edge_mlp, angle_conv, conv, norm, mlp in zip(self.edge_mlps, self.angle_convs,
+                                                         self.convs, self.norms, self.mlps):
+            e = e + _edge_mlp(edge_mlp, h, e, src, dst)
+            e = angle_conv(e, pair, angle_attr, angle_weight)
+            h = conv(h, edge_index, e, edge_weight)
+            h = h + mlp(norm(h))
+        return self.readout(h).squeeze(-1)
+
+    def _reference_atom_features(self, z, edge_vec, edge_index, batch):
+        """The code this model ran before ``msl.models.potential.FUSED`` (same function)."""
         src, dst = edge_index
         r = edge_vec.norm(dim=-1)
         edge_weight = self.envelope(r)
@@ -83,6 +108,21 @@ class OptiMetal3B(Potential):
             h = conv(h, edge_index, e, edge_weight)
             h = h + mlp(norm(h))
         return self.readout(h).squeeze(-1)
+
+
+def _edge_mlp(mlp: nn.Sequential, h, e, src, dst):
+    """``mlp(cat([h[src], h[dst], e]))`` with the first layer's atom blocks applied per atom.
+
+    The first Linear acts on [h_j, h_i, e_a]; split into its three column blocks, the two atom
+    blocks are applied to the N atoms and gathered, instead of building the [E, 3 d_h]
+    concatenation and multiplying it per edge (the trick of ``EnvelopeCGConv``).
+    """
+    first, act, last = mlp
+    w, n_out = h.shape[1], first.out_features
+    node = h @ torch.cat([first.weight[:, :w], first.weight[:, w:2 * w]]).T  # [N, 2 n_out]
+    hidden = (node[:, :n_out].index_select(0, src) + node[:, n_out:].index_select(0, dst)
+              + torch.addmm(first.bias, e, first.weight[:, 2 * w:].T))
+    return last(act(hidden))
 
 
 def triplets(edge_index: torch.Tensor, r: torch.Tensor, cutoff: float, n_atoms: int):

@@ -19,15 +19,33 @@ leaving out what was not asked for. Two base classes, both built on :class:`Ener
 - forces ``F = -dE/dpos`` in eV/Å (conservative by construction);
 - stress ``sigma = (1/V) dE/d(strain)`` in eV/Å^3 (ASE's sign convention), from a symmetric strain
   applied to positions and cell at zero and differentiated (the displacement trick).
+
+Both come from one gradient, ``dE/dr_e`` with respect to the edge vectors, gathered into forces and
+summed into the strain derivative (the virial): the same derivatives, computed with less work in
+training (see :meth:`Potential._edge_gradient_forward`). :data:`FUSED` switches this and the fast
+paths of the model families back to the reference code, for benchmarks and equality tests.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
+from torch_geometric.nn.models.schnet import GaussianSmearing
 
 MAX_Z = 100
+FUSED = False
+"""Use the fast code paths of the model families (True), or the reference paths they replaced
+(False): the same functions and parameters, computed as before (PyG's message passing,
+subnormal Gaussian features...). Read at call time; ``bench/bench_step.py`` and
+``tests/models/test_models_fused.py`` switch it to compare the two. Not a configuration field:
+results do not depend on it beyond floating-point rounding (1e-7 relative on the loss of 32
+training steps). Off for now: the book's committed results were trained by the reference paths,
+and switching it on changes their last digits, so it is switched on together with the next
+re-run of the studies (issue 10), whose steps it makes about 2x cheaper (bench/bench_step.py).
+Set ``msl.models.potential.FUSED = True`` to use it now."""
 
 
 class EnergyModel(nn.Module):
@@ -103,6 +121,8 @@ class Potential(EnergyModel):
         """
         if create_graph is None:
             create_graph = self.training
+        if FUSED and (forces or stress):
+            return self._edge_gradient_forward(batch, forces, stress, create_graph)
         pos, cell = batch.pos, batch.cell
         n_graphs = cell.shape[0]
         inputs = []
@@ -128,6 +148,39 @@ class Potential(EnergyModel):
                     volume = torch.linalg.det(batch.cell).abs()
                     out["stress"] = grads[-1] / volume[:, None, None]
         return out
+
+    def _edge_gradient_forward(self, batch, forces: bool, stress: bool, create_graph: bool):
+        """:meth:`forward` from one gradient, ``g_e = dE/dr_e`` with respect to the edge vectors.
+
+        The energy depends on positions and cell only through the edge vectors
+        ``r_e = pos[src] - pos[dst] + shift @ cell``, so (the same derivatives as the reference
+        path's, which differentiates with respect to positions and a strain, reassociated)
+        ``F_k = sum_{e: dst = k} g_e - sum_{e: src = k} g_e`` and, since a strain ``S`` maps every
+        edge vector to ``r_e (1 + S)``, ``dE/dS = sum_e r_e (x) g_e`` summed per structure and
+        symmetrised. This avoids differentiating (twice, in training) through the gathers of
+        positions and the per-edge cell products; forces and stress stay exact derivatives of the
+        energy (tested against finite differences in ``tests/models/test_models_physics.py``).
+        """
+        n_graphs = batch.cell.shape[0]
+        src, dst = batch.edge_index
+        with torch.enable_grad():
+            edge_vec = self.edge_vectors(batch, batch.pos.detach(), batch.cell.detach())
+            edge_vec = edge_vec.detach().requires_grad_(True)
+            y = self.atom_features(batch.z, edge_vec, batch.edge_index, batch.batch)
+            out = {"energy": self.total_energy(y, batch.z, batch.batch, n_graphs)}
+            grad, = torch.autograd.grad(out["energy"].sum(), [edge_vec], create_graph=create_graph,
+                                        allow_unused=True, materialize_grads=True)
+        if forces:
+            force = torch.zeros_like(batch.pos, dtype=grad.dtype).index_add(0, dst, grad)
+            out["forces"] = force.index_add(0, src, grad, alpha=-1)
+        if stress:
+            virial = torch.zeros(n_graphs, 3, 3, dtype=grad.dtype, device=grad.device)
+            virial = virial.index_add(0, batch.batch.index_select(0, dst),
+                                      edge_vec.detach().unsqueeze(-1) * grad.unsqueeze(-2))
+            volume = torch.linalg.det(batch.cell).abs()
+            out["stress"] = 0.5 * (virial + virial.transpose(1, 2)) / volume[:, None, None]
+        return out
+
 
 class DirectPotential(EnergyModel):
     """Energy families with direct force and stress heads; subclasses define ``heads``.
@@ -155,6 +208,29 @@ class DirectPotential(EnergyModel):
         if stress:
             out["stress"] = self.stress_scale * s
         return out
+
+
+class GaussianBasis(GaussianSmearing):
+    """torch-geometric's :class:`GaussianSmearing` (same buffers, same values), with every value
+    below ``eps^2`` of its dtype (1.4e-14 in float32, 4.9e-32 in float64) set to exactly zero.
+
+    Why: a Gaussian of width 1/3 Å evaluated 4.4-4.8 Å from its centre is a subnormal float32
+    (below 1.2e-38), and about a fifth of all features were. Subnormal operands make MKL's matrix
+    products about 60 times slower on CPU ([10^4, 16] @ [16, 32]: 6 ms instead of 0.09 ms), and
+    the products of the next-smallest features with gradients were subnormal too; together they
+    made an optimetal2b training step about 1.6 times slower (``bench/bench_step.py``). The cut changes nothing a float
+    can resolve: every distance in (0, cutoff] lies within half a spacing of some centre, whose
+    feature is at least 0.88, so a dropped feature is below ``1.2 eps^2`` of the largest one on
+    its edge, far below the rounding of any sum it enters; flush-to-zero hardware makes a change
+    of the same kind. Gradients of the dropped features (as small) are zero.
+    """
+
+    def forward(self, dist: torch.Tensor) -> torch.Tensor:  # noqa: D102 (see class docstring)
+        if not FUSED:
+            return super().forward(dist)
+        arg = self.coeff * (dist.view(-1, 1) - self.offset.view(1, -1)) ** 2
+        floor = 2 * math.log(torch.finfo(arg.dtype).eps)
+        return torch.exp(torch.where(arg < floor, float("-inf"), arg))
 
 
 class PolynomialEnvelope(nn.Module):

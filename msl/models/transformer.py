@@ -63,11 +63,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn.models.schnet import GaussianSmearing
 from torch_geometric.utils import to_dense_batch
 
+from msl.models import potential
 from msl.models.optimetal_tc import enveloped_softmax
-from msl.models.potential import MAX_Z, DirectPotential, PolynomialEnvelope
+from msl.models.potential import MAX_Z, DirectPotential, GaussianBasis, PolynomialEnvelope
 
 TASK = "potential"
 CUTOFF = 5.0        # Å: neighbour lists of both (plain ignores them); that of the other families
@@ -195,7 +195,20 @@ class PairHead(nn.Module):
         nn.init.normal_(self.lin_out.weight, std=HEAD_INIT_STD)
         nn.init.zeros_(self.lin_out.bias)
 
-    def forward(self, h, edge_index, rbf):
+    def forward(self, h, edge_index, rbf):  # noqa: D102 (see class docstring)
+        if not potential.FUSED:
+            return self._reference_forward(h, edge_index, rbf)
+        src, dst = edge_index
+        g = self.atom(h)
+        s, p = self.lin_sum(g), self.lin_prod(g)
+        # the [E, 128] hidden layer in three passes: add, multiply-add, matmul-add
+        hidden = torch.addcmul(s.index_select(0, src) + s.index_select(0, dst),
+                               p.index_select(0, src), p.index_select(0, dst))
+        hidden = torch.addmm(hidden, rbf, self.lin_rbf.weight.T)
+        return self.lin_out(F.silu(hidden))
+
+    def _reference_forward(self, h, edge_index, rbf):
+        """The code this head ran before ``msl.models.potential.FUSED`` (same function)."""
         src, dst = edge_index
         g = self.atom(h)
         sp = torch.cat([self.lin_sum(g), self.lin_prod(g)], dim=-1)
@@ -212,7 +225,7 @@ class LocalTransformer(DirectPotential):
         super().__init__(cutoff)
         width = rung.d_model
         self.embed = nn.Embedding(MAX_Z + 1, width)
-        self.rbf = GaussianSmearing(0.0, cutoff, n_rbf)
+        self.rbf = GaussianBasis(0.0, cutoff, n_rbf)
         self.envelope = PolynomialEnvelope(cutoff)
         self.layers = nn.ModuleList(LocalAttentionLayer(width, rung.heads, rung.ff_mult * width,
                                                         n_rbf) for _ in range(rung.layers))
