@@ -8,6 +8,8 @@ Format (every key below is checked; anything else is an error)::
     analysis: notebooks/analysis.ipynb  # optional; the chapter `msl analyse` executes
     fixed:                         # parameters shared by every cell
       epochs: 40
+    slurm:                         # optional: `msl sweep --executor slurm` options (msl.slurm)
+      time: 120                    # minutes per cell; also partition, mem, cpus_per_cell, ...
     scans:                         # named scans; a list value is an axis (lists are crossed)
       data:
         axis: n_train              # the scanned parameter, for plots and checks
@@ -36,7 +38,7 @@ import yaml
 
 from msl.config import CellConfig, from_dict
 
-TOP_KEYS = {"study", "description", "notebook", "analysis", "fixed", "scans"}
+TOP_KEYS = {"study", "description", "notebook", "analysis", "fixed", "scans", "slurm"}
 SCAN_KEYS = {"axis", "budget_check"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_ANALYSIS = "notebooks/analysis.ipynb"
@@ -51,6 +53,7 @@ class Grid:
     description: str = ""
     fixed: dict = field(default_factory=dict)
     scans: dict = field(default_factory=dict)
+    slurm: dict = field(default_factory=dict)   # options of `msl sweep --executor slurm`
 
     @property
     def record_dir(self) -> Path:
@@ -99,7 +102,14 @@ def load(path: str | Path) -> Grid:
                 notebook=spec.get("notebook", DEFAULT_NOTEBOOK),
                 analysis=spec.get("analysis", DEFAULT_ANALYSIS),
                 description=spec.get("description", ""), fixed=spec.get("fixed") or {},
-                scans=scans)
+                scans=scans, slurm=_check_slurm(path, spec.get("slurm")))
+
+
+def _check_slurm(path, block) -> dict:
+    """The ``slurm:`` block (see :mod:`msl.slurm`): known keys and sane values, or ValueError."""
+    from msl.slurm import check_block
+
+    return check_block(block, f"{path}: slurm")
 
 
 def _check_scan(path, name, scan) -> None:

@@ -1,8 +1,10 @@
 """The command line: bad input exits non-zero with a message naming the bad value."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,112 @@ def test_dataset_with_nan_energies_exits_2_naming_file_and_structure(tmp_path):
     assert out.stderr.startswith("msl: error:")
     assert "data.extxyz: structure 0 has energy nan" in out.stderr, out.stderr
     assert not records.exists() and not (tmp_path / "checkpoints").exists()
+
+
+# --- msl sweep / msl status: executors, Slurm options, status, any working directory ---------
+
+FIXTURE_GRID = Path(__file__).parent / "fixtures" / "study" / "grid.yaml"
+
+
+@pytest.fixture
+def study(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    shutil.copy(FIXTURE_GRID, folder / "grid.yaml")
+    return folder
+
+
+@pytest.mark.parametrize("args, grid_extra, word", [
+    (["--executor", "dask"], "", "'dask'"),
+    (["--executor", "slurm", "--mem", "lots"], "", "'lots'"),
+    (["--executor", "slurm", "--time", "0"], "", "time must be a whole number >= 1, got 0"),
+    (["--executor", "slurm", "--sbatch-option", "array=0-3"], "", "'array'"),
+    (["--executor", "slurm", "--workers", "3"], "", "--workers 3"),
+    (["--partition", "debug"], "", "['partition']"),
+    ([], "slurm:\n  partitoin: debug\n", "partitoin"),
+    ([], "slurm:\n  max_parallel: -1\n", "max_parallel must be a whole number >= 1, got -1"),
+])
+def test_bad_executor_or_slurm_option_exits_2_before_anything(study, capsys, args, grid_extra,
+                                                               word):
+    from msl.cli import main
+
+    if grid_extra:
+        (study / "grid.yaml").write_text((study / "grid.yaml").read_text() + grid_extra)
+    assert main(["sweep", str(study), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("msl: error:") and word in err, err
+    assert sorted(p.name for p in study.iterdir()) == ["grid.yaml"]
+
+
+def test_slurm_executor_without_sbatch_exits_2(study, capsys, monkeypatch, tmp_path):
+    from msl.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    assert main(["sweep", str(study), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("msl: error:") and "sbatch" in err and "PATH" in err, err
+    assert sorted(p.name for p in study.iterdir()) == ["grid.yaml"]
+
+
+def test_status_shows_done_failed_running_and_not_started(study, capsys):
+    import os
+    import socket
+
+    from msl import grid
+    from msl.cli import main
+
+    a, b, c, d = (cfg.cell_id for cfg, _ in grid.load(study).cells())
+    (study / "records").mkdir()
+    shutil.copy(FIXTURE_GRID.parent / "records" / f"{a}.json", study / "records")
+    (study / "records" / f"{b}.json").write_text(json.dumps(
+        {"cell_id": b, "status": "failed", "error": "Traceback (most recent call last):\n"
+         "RuntimeError: boom at step 3"}))
+    (study / "claims").mkdir()
+    (study / "claims" / f"{c}.claim").write_text(json.dumps(
+        {"cell_id": c, "host": socket.gethostname(), "pid": os.getpid(), "token": "t"}))
+    assert main(["status", str(study)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    states = {line.split()[0]: line.split(None, 1)[1] for line in lines[:-1]}
+    assert states[a] == "done"
+    assert states[b].split(None, 1) == ["failed", "RuntimeError: boom at step 3"]
+    assert states[c].startswith("running") and f"pid {os.getpid()}" in states[c]
+    assert states[d] == "not started"
+    assert lines[-1] == "ci: 4 cells: 1 done, 1 running, 0 pending, 1 failed, 1 not started"
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a sweep killed with -9 leaves its claim behind: failed, taken over next time
+    (study / "claims" / f"{c}.claim").write_text(json.dumps(
+        {"cell_id": c, "host": socket.gethostname(), "pid": gone.pid, "token": "t"}))
+    assert main(["status", str(study)]) == 0
+    assert "process gone without a record" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sweep_works_from_any_directory(study, tmp_path, tiny_pool, capsys, monkeypatch):
+    """Used to fail with ``notebook notebooks/train.ipynb does not exist`` outside the repo."""
+    from msl.cli import main
+    from msl.sweep import REPO, resolve
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "study", "--dry-run"]) == 0
+    assert "4 to run on 1 worker(s)" in capsys.readouterr().out
+    assert resolve("notebooks/data.ipynb") == REPO / "notebooks" / "data.ipynb"
+    (study / "notebooks").mkdir()
+    shutil.copy(REPO / "notebooks" / "train.ipynb", study / "notebooks" / "train.ipynb")
+    from msl import grid
+    assert resolve("notebooks/train.ipynb", grid.load(study)) == study / "notebooks" / "train.ipynb"
+    with pytest.raises(FileNotFoundError, match="nonesuch.ipynb"):
+        resolve("nonesuch.ipynb", grid.load(study))
+
+
+def test_command_line_slurm_options_override_the_grid_block(study):
+    from msl import grid, slurm
+
+    (study / "grid.yaml").write_text((study / "grid.yaml").read_text() + (
+        "slurm:\n  partition: gpu\n  time: 30\n  mem: 8G\n  sbatch:\n    qos: high\n"))
+    block = grid.load(study).slurm
+    opts = slurm.options(block, {"time": 5, "cpus_per_cell": 4, "sbatch": ["account=matsci",
+                                                                          "--qos=low", "exclusive"]})
+    assert opts == slurm.Options(partition="gpu", time=5, mem="8G", cpus_per_cell=4,
+                                 sbatch={"qos": "low", "account": "matsci", "exclusive": True})
+    assert slurm.options(block, {}).time == 30 and slurm.options(None, {}).time == slurm.DEFAULT_TIME

@@ -64,6 +64,8 @@ def test_kill_9_mid_sweep_then_resume(study, tiny_pool):
     assert done, "no record appeared before the deadline"
     for name in done:
         json.loads((study / "records" / name).read_text())  # complete, parseable
+    _, states = sweep.status(study)  # the killed sweep's claims are stale, not "running"
+    assert {s.state for s in states} <= {"done", "failed", "not started"}, states
     outcomes = sweep.run(study, workers=2, progress=False)
     rerun = {f"{o.cell_id}.json" for o in outcomes}
     assert not rerun & set(done)  # finished cells were not run again
@@ -132,3 +134,7 @@ def test_a_cell_that_fails_is_reported_and_runs_again_next_time(study, tiny_pool
     assert all("Timeout" in o.error or "timed out" in o.error.lower() for o in outcomes), outcomes
     assert not results.load(study, status="ok")
     assert len(sweep.pending(grid.load(study), grid.load(study).cells())) == len(outcomes)
+    _, states = sweep.status(study)  # failed, with the error's last line; no claim left
+    assert {s.state for s in states} == {"failed"} and all("Timeout" in s.detail or "timed out"
+                                                         in s.detail.lower() for s in states)
+    assert not list((study / "claims").glob("*.claim"))
