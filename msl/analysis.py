@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from msl import fit, reanalysis
-from msl import results as records
 from msl.fit import display, verdicts
 from msl.grid import Grid
 
@@ -31,12 +30,8 @@ FORMS_1D = {  # the 1D laws compared by AICc: Großmann et al.'s three, plus BNS
 
 def table(grid: Grid) -> pd.DataFrame:
     """One row per (cell, scan) with the numbers the book shows; records missing are dropped."""
-    by_id = {r["cell_id"]: r for r in records.load(grid.study_dir)}
     rows = []
-    for cfg, scans in grid.cells():
-        rec = by_id.get(cfg.cell_id)
-        if rec is None:
-            continue
+    for cfg, scans, rec in grid.finished():
         metrics = rec.get("metrics", {})
         for scan in scans:
             rows.append({
@@ -227,11 +222,9 @@ def compute_curves(grid: Grid, scan: str) -> pd.DataFrame:
     validation of each record's history, with C = FLOPs per step x steps so far (the training
     FLOPs of a run are spread evenly over its steps). The lower envelope over model sizes is the
     compute-optimal frontier."""
-    by_id = {r["cell_id"]: r for r in records.load(grid.study_dir)}
     rows = []
-    for cfg, scans in grid.cells():
-        rec = by_id.get(cfg.cell_id)
-        if scan not in scans or rec is None or rec["status"] != "ok" or not rec.get("steps"):
+    for cfg, scans, rec in grid.finished():
+        if scan not in scans or rec["status"] != "ok" or not rec.get("steps"):
             continue
         per_step = rec["flops"] / rec["steps"]
         for h in rec["history"]:

@@ -9,9 +9,10 @@ is not a point on a scaling curve. This module turns a study's records into
   steps under a fixed epoch count. The check passes when the best validation loss moves by less
   than ``TOLERANCE`` (5 %).
 - :func:`points`: every (x, seed) point of a scan with a ``converged`` flag and the reason when
-  it is not: the run must have been ended by early stopping (``stop_reason == "patience"``), not
-  by its step cap, and an end point must also pass its check. Records from before the protocol
-  (no ``stop_reason``) fall back to the record's own ``converged`` flag.
+  it is not: the record must say its run converged (under the early-stopping protocol: early
+  stopping ended it, not its step cap; under a fixed epoch count: that, or a best validation loss
+  flat over the last quarter, :func:`msl.cell.converged`), and an end point must also pass its
+  check.
 - :func:`fit_converged`: the power law fitted to the converged points only, and only where at
   least ``MIN_POINTS`` of them remain (otherwise the reason, never a number).
 - :func:`predictions`: fit on all but the largest two converged points, predict those two with a
@@ -26,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from msl import fit
-from msl import results as records
 from msl.grid import Grid
 
 TOLERANCE = 0.05      # |L(2x budget) - L| / L below this: converged
@@ -37,12 +37,8 @@ N_BOOT = 1000         # bootstrap resamples for the prediction intervals
 
 def frame(grid: Grid) -> pd.DataFrame:
     """One row per (cell, scan) of ``grid`` with a finished record: what the checks need."""
-    by_id = {r["cell_id"]: r for r in records.load(grid.study_dir)}
     rows = []
-    for cfg, scans in grid.cells():
-        rec = by_id.get(cfg.cell_id)
-        if rec is None:
-            continue
+    for cfg, scans, rec in grid.finished():
         for scan in scans:
             rows.append({
                 "scan": scan, "cell_id": cfg.cell_id, "status": rec["status"],
@@ -66,12 +62,9 @@ def _stop_reason(rec: dict) -> str:
 
 
 def _run_converged(rec: dict) -> bool:
-    """The run itself ended by early stopping (or, for old records, says it converged)."""
-    if rec["status"] != "ok":
-        return False
-    if rec.get("stop_reason"):
-        return rec["stop_reason"] == "patience"
-    return bool(rec.get("converged"))  # before the protocol: the record's own verdict
+    """The record's own verdict (msl.cell.run): under the early-stopping protocol, early
+    stopping ended the run; under a fixed epoch count, that or a flat last quarter."""
+    return rec["status"] == "ok" and bool(rec.get("converged"))
 
 
 def checks(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:

@@ -76,6 +76,15 @@ class Grid:
                 found.setdefault(cfg.cell_id, (cfg, []))[1].append(scan)
         return [(cfg, tuple(scans)) for cfg, scans in found.values()]
 
+    def finished(self) -> list[tuple[CellConfig, tuple[str, ...], dict]]:
+        """(config, scans, record) of every cell that has a record, in grid order; records of
+        cells no longer in the grid are left out."""
+        from msl import results  # records know nothing of grids; only this reader joins them
+
+        by_id = {r["cell_id"]: r for r in results.load(self.study_dir)}
+        return [(cfg, scans, by_id[cfg.cell_id]) for cfg, scans in self.cells()
+                if cfg.cell_id in by_id]
+
 
 def load(path: str | Path) -> Grid:
     """Read and check a grid file; errors name the file and the offending key or value."""

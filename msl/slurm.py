@@ -329,11 +329,7 @@ class SlurmArray:
                                 f"{log_path(grid.run_dir, job_id)}")
                     if outcome is not None:
                         del left[job_id]
-                        outcomes.append(outcome)
-                        bar.update()
-                        bar.set_postfix(failed=sum(not o.ok for o in outcomes))
-                        if not outcome.ok:
-                            tqdm.write(f"cell {outcome.cell_id} failed: {outcome.error}")
+                        sweep.report(bar, outcomes, outcome)
                 if left:
                     time.sleep(self.poll)
         except KeyboardInterrupt:

@@ -175,12 +175,7 @@ class LocalPool:
                        disable=not progress)
             try:
                 for future in as_completed(futures):
-                    outcome = future.result()
-                    outcomes.append(outcome)
-                    bar.update()
-                    bar.set_postfix(failed=sum(not o.ok for o in outcomes))
-                    if not outcome.ok:
-                        tqdm.write(f"cell {outcome.cell_id} failed: {outcome.error}")
+                    report(bar, outcomes, future.result())
             except KeyboardInterrupt:
                 for future in futures:
                     future.cancel()
@@ -188,6 +183,16 @@ class LocalPool:
             finally:
                 bar.close()
         return outcomes
+
+
+def report(bar, outcomes: list, outcome: Outcome) -> None:
+    """Add a finished cell's ``outcome`` to ``outcomes`` and the progress bar (both executors);
+    a failure is printed with its error."""
+    outcomes.append(outcome)
+    bar.update()
+    bar.set_postfix(failed=sum(not o.ok for o in outcomes))
+    if not outcome.ok:
+        tqdm.write(f"cell {outcome.cell_id} failed: {outcome.error}")
 
 
 def executor(name: str, workers: int | None = None, slurm: dict | None = None, grid=None,

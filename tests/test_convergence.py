@@ -32,7 +32,8 @@ def make_study(tmp_path, cap_ended=(), moved=None):
         records.write(g.record_dir / f"{cfg.cell_id}.json", {
             "cell_id": cfg.cell_id, "status": "ok", "model": cfg.model, "size": cfg.size,
             "n_params": 5000, "n_train": cfg.n_train, "seed": cfg.seed, "steps": 500,
-            "stop_reason": reason, "metrics": {"val/loss": float(loss)}})
+            "stop_reason": reason, "converged": reason == "patience",
+            "metrics": {"val/loss": float(loss)}})
     return g
 
 

@@ -26,7 +26,7 @@ def make(tmp_path, best):
         records.write(g.record_dir / f"{cfg.cell_id}.json", {
             "cell_id": cfg.cell_id, "status": "ok", "model": cfg.model, "size": cfg.size,
             "n_params": N.get(cfg.size, 5000), "n_train": cfg.n_train, "seed": cfg.seed,
-            "steps": 10, "stop_reason": "patience", "metrics": {"val/loss": loss}})
+            "steps": 10, "stop_reason": "patience", "converged": True, "metrics": {"val/loss": loss}})
     return g
 
 
