@@ -20,6 +20,8 @@ from msl.grid import Grid
 AXIS_X = {"n_train": "n_train", "size": "n_params"}   # scanned parameter -> x of the fit
 X_LABEL = {"n_train": "D (training structures)", "n_params": "N (parameters)",
            "flops": "C (training FLOPs)"}
+MIN_FIT_POINTS = 5        # as msl.convergence.MIN_POINTS: no law from fewer points
+FORCE_LEARNT = 0.5        # force MAE below this fraction of the zero-force baseline: learns forces
 BUDGET_TOLERANCE = 0.05   # |L(2E) - L(E)| / L(E) below this counts as converged
 METRICS = ("loss", "energy_mae", "forces_mae", "stress_mae", "spectrum_mae", "scalar_mae")
 FORMS_1D = {  # the 1D laws compared by AICc: Großmann et al.'s three, plus BNSL with one break
@@ -355,12 +357,18 @@ def exponent_fits(df: pd.DataFrame, grid: Grid, families, n_holdout: int = 2):
     :func:`fit_forms` and, where at least 3 points remain for the fit, the extrapolation error
     of the simple law fitted without the ``n_holdout`` largest points. Returns
     (table of :func:`exponent_row` rows, {(family, kind): fit_forms result},
-    {(family, kind): ScanFit})."""
+    {(family, kind): ScanFit}). A scan with fewer than ``MIN_FIT_POINTS`` points (after the
+    caller dropped those that did not converge) gets a row that says so, and no fit."""
     rows, fitted, headline = [], {}, {}
     for family in families:
         for axis, kind, label in (("n_train", "data", "D"), ("size", "params", "N")):
             scans = scan_names(grid, axis=axis, model=family)
             if not scans:
+                continue
+            x_name, x, _, _ = scan_points(df, grid, scans[0])
+            if len(x) < MIN_FIT_POINTS:
+                rows.append({"model": family, "X": label, "alpha": "not fitted", "points": len(x),
+                             "note": f"{len(x)} point(s); a fit needs at least {MIN_FIT_POINTS}"})
                 continue
             scan_fit = fit_scan(df, grid, scans[0])
             forms = fit_forms(df, grid, scans[0])
@@ -373,3 +381,39 @@ def exponent_fits(df: pd.DataFrame, grid: Grid, families, n_holdout: int = 2):
             rows.append(exponent_row(family, label, scan_fit.x, scan_fit.result,
                                      ranked.iloc[0]["form"], extrap))
     return pd.DataFrame(rows), fitted, headline
+
+
+def force_baseline(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Per family and D (data scans, seed means): the force MAE beside that of predicting zero
+    forces (``val/forces_mae_zero`` of the record) and their ratio (eV/Å, per component)."""
+    rows = []
+    for name in scan_names(grid, axis="n_train"):
+        part = df[(df.scan == name) & (df.status == "ok")]
+        if part.empty or "val/forces_mae_zero" not in part:
+            continue
+        means = part.groupby("n_train")[["val/forces_mae", "val/forces_mae_zero"]].mean()
+        for d, r in means.iterrows():
+            rows.append({"model": part.model.iloc[0], "D": int(d),
+                         "force MAE (eV/Å)": r["val/forces_mae"],
+                         "zero forces (eV/Å)": r["val/forces_mae_zero"],
+                         "ratio": r["val/forces_mae"] / r["val/forces_mae_zero"]})
+    return pd.DataFrame(rows).round(4)
+
+
+def force_verdict(table: pd.DataFrame) -> str:
+    """One sentence per family: from which D its force MAE is below ``FORCE_LEARNT`` of the
+    zero-force baseline (it learns forces), or that it never is in the scanned range."""
+    if table.empty:
+        return "no data scan of a force model in this grid"
+    parts = []
+    for model, rows in table.groupby("model", sort=False):
+        good = rows[rows.ratio < FORCE_LEARNT]
+        worst = rows.ratio.min()
+        if good.empty:
+            parts.append(f"{model} does not learn forces at any D up to {rows.D.max()} (its best "
+                         f"force MAE is {worst:.0%} of predicting zero)")
+        else:
+            parts.append(f"{model} learns forces from D = {good.D.min()} (force MAE "
+                         f"{good.ratio.iloc[0]:.0%} of predicting zero there, "
+                         f"{rows.ratio.iloc[-1]:.0%} at D = {rows.D.max()})")
+    return "; ".join(parts)

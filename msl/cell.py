@@ -66,6 +66,14 @@ def check_labels(cfg: CellConfig, structures, train_idx, path) -> None:
                          f"({missing.size} of the {len(train_idx)} training structures lack one)")
 
 
+def zero_force_mae(structures) -> float:
+    """Force MAE per component (eV/Å) of predicting zero forces: the mean absolute force
+    component of ``structures``. A model whose force MAE is not clearly below it has not learnt
+    forces (Trikha et al. report such a plateau for their transformer)."""
+    forces = structures.forces
+    return float(np.abs(forces[np.isfinite(forces)]).mean())
+
+
 def converged(history: list[dict], stopped_early: bool) -> bool:
     """Under the fixed-epoch protocol, a run counts as converged if early stopping ended it, or if
     its best validation loss improved by less than ``CONVERGED_TOLERANCE`` (relative) over the
@@ -123,6 +131,8 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
     if result.status == "ok":
         metrics.update(evaluate(model, pick(split.val), scales, terms, cfg, "val", device))
         metrics.update(evaluate(model, pick(split.test), scales, terms, cfg, "test", device))
+        if "val/forces_mae" in metrics:  # the baseline a force model must beat: predict zero
+            metrics["val/forces_mae_zero"] = zero_force_mae(structures.subset(split.val))
         _save_checkpoint(cfg, model)
     return {
         **_header(cfg, path), **count_params(model), "status": result.status,

@@ -50,8 +50,10 @@ class CellConfig:
     max_steps: int = 0              # step cap of the early-stopping protocol; 0: fixed epochs (epochs, min_steps)
     eval_every: int = 0             # validate every this many steps (whole epochs); 0: at most 12 times per run
     schedule: str = "cosine"        # cosine (to min_lr_frac over the planned steps) | wsd (constant, cool-down at the end)
+                                    # | plateau (constant, times lr_decay at each plateau, stop below min_lr_frac)
     warmup_steps: int = 0           # linear warm-up steps; 0: warmup_frac of the planned steps
     cooldown_frac: float = 0.2      # wsd: cool-down length as a fraction of the steps to the best validation
+    lr_decay: float = 0.3           # plateau: factor on the learning rate when `patience` validations bring no improvement
     # loss: a preset (default, trikha, grossmann, spectral) or "target:loss:weight, ..." (msl.targets)
     targets: str = "default"
     # execution
@@ -72,11 +74,11 @@ class CellConfig:
 
 
 NAMES = tuple(f.name for f in fields(CellConfig))
-SCHEDULES = ("cosine", "wsd")
+SCHEDULES = ("cosine", "wsd", "plateau")
 # fields added after records were published: they enter the cell id only when they differ from
 # these defaults, so that every earlier cell keeps its id (and its record)
 _HASHED_IF_SET = {"max_steps": 0, "eval_every": 0, "schedule": "cosine", "warmup_steps": 0,
-                  "cooldown_frac": 0.2}
+                  "cooldown_frac": 0.2, "lr_decay": 0.3}
 # fields that say where results go rather than what is computed; they do not enter the cell id
 _NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume")
 DATASETS = ("emt", "emt-vdos")  # kinds of embedded dataset (msl.data.generate.KINDS, tested equal)
@@ -146,9 +148,11 @@ def validate(cfg: CellConfig) -> None:
     if cfg.max_steps and not (cfg.eval_every and cfg.patience):
         raise ValueError(f"max_steps={cfg.max_steps} (the early-stopping protocol) needs eval_every "
                          f"and patience, got eval_every={cfg.eval_every}, patience={cfg.patience}")
-    if cfg.schedule == "wsd" and not cfg.max_steps:
-        raise ValueError("schedule 'wsd' needs max_steps (its stable phase ends by early stopping "
+    if cfg.schedule in ("wsd", "plateau") and not cfg.max_steps:
+        raise ValueError(f"schedule {cfg.schedule!r} needs max_steps (its run ends by early stopping "
                          "or at the cap), got max_steps=0")
+    if not 0 < cfg.lr_decay < 1:
+        raise ValueError(f"lr_decay must lie in (0, 1), got {cfg.lr_decay!r}")
     if not 0 < cfg.cooldown_frac <= 1:
         raise ValueError(f"cooldown_frac must lie in (0, 1], got {cfg.cooldown_frac!r}")
     if cfg.resume not in (0, 1):

@@ -23,6 +23,8 @@ is not a point on a scaling curve. This module turns a study's records into
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
@@ -234,3 +236,54 @@ def shown_predictions(table: pd.DataFrame) -> pd.DataFrame:
     out["inside"] = table.inside.map({True: "yes", False: "no", None: ""})
     out["from"] = table["from"]
     return out
+
+
+def converged_ids(df: pd.DataFrame, grid: Grid, checked: pd.DataFrame | None = None) -> set[str]:
+    """Cell ids of every converged run of ``grid``: its record says it converged and, where it
+    is the end of a checked scan, the check passed (:func:`points`). What other fits (laws
+    ranked by AICc, 2D maps, compute frontiers) may use."""
+    checked = checks(df, grid) if checked is None else checked
+    good = set(df[df.run_converged].cell_id)
+    for name in grid.scans:
+        if grid.axis(name) in AXIS_X and name in df.scan.values:
+            pts = points(df, grid, name, checked)
+            good -= set(pts[~pts.converged].cell_id)
+    return good
+
+
+@dataclass
+class Report:
+    """What a chapter shows of a study's convergence, computed once (:func:`report`)."""
+    frame: pd.DataFrame     # :func:`frame`
+    checks: pd.DataFrame    # :func:`checks`
+    scans: list             # the 1D scans along D or N
+    fitted: dict            # :func:`fit_scans` of those scans
+    good: set               # :func:`converged_ids`
+    records: dict           # every record by cell id (for the training curves)
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.checks)
+
+    def x_labels(self, labels: dict) -> dict:
+        """Axis label of every fitted scan, from ``labels`` keyed by the fit's x (n_train, n_params)."""
+        return {name: labels[AXIS_X[self.grid_axes[name]]] for name in self.fitted}
+
+    grid_axes: dict = field(default_factory=dict)
+
+
+def report(grid: Grid) -> Report:
+    """The convergence checks, the converged points and the power laws fitted to them for every
+    1D scan of ``grid`` along D or N (2D maps are not scans here; their cells count as converged
+    when their records say so)."""
+    from msl import results
+
+    df = frame(grid)
+    checked = checks(df, grid)
+    scans = [name for name, spec in grid.scans.items() if spec["axis"] in AXIS_X
+             and not (isinstance({**grid.fixed, **spec}.get("size"), list)
+                      and isinstance({**grid.fixed, **spec}.get("n_train"), list))]
+    return Report(frame=df, checks=checked, scans=scans, fitted=fit_scans(df, grid, scans, checked),
+                  good=converged_ids(df, grid, checked),
+                  records={r["cell_id"]: r for r in results.load(grid.study_dir)},
+                  grid_axes={name: grid.axis(name) for name in scans})

@@ -17,6 +17,8 @@ Format (every key below is checked; anything else is an error)::
         size: 2
         budget_check: 2            # optional: rerun both ends of the axis with twice the budget
                                    # (2x max_steps and patience; 2x epochs and min_steps without a cap)
+        end_seeds: [0, 1, 2]       # optional: more seeds at both ends of the axis only (where the
+                                   # fits' seed spread and the extrapolation test matter most)
       params:
         axis: size
         size: [0, 1, 2, 3]
@@ -39,7 +41,7 @@ import yaml
 from msl.config import CellConfig, from_dict
 
 TOP_KEYS = {"study", "description", "notebook", "analysis", "fixed", "scans", "slurm"}
-SCAN_KEYS = {"axis", "budget_check"}
+SCAN_KEYS = {"axis", "budget_check", "end_seeds"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_ANALYSIS = "notebooks/analysis.ipynb"
 
@@ -129,6 +131,10 @@ def _check_scan(path, name, scan) -> None:
     axis = scan["axis"]
     if not isinstance(scan.get(axis), list) or len(scan[axis]) < 2:
         raise ValueError(f"{path}: scan {name!r} must list at least two values of its axis {axis!r}")
+    seeds = scan.get("end_seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(v, int) and v >= 0 for v in seeds):
+        raise ValueError(f"{path}: scan {name!r}: end_seeds={seeds!r} must be a list of seeds "
+                         "(non-negative integers)")
     factor = scan.get("budget_check", 0)
     if not isinstance(factor, (int, float)) or (factor and factor <= 1):
         raise ValueError(f"{path}: scan {name!r}: budget_check={factor!r} must be a number > 1")
@@ -140,10 +146,14 @@ def _expand(name: str, spec: dict, fixed: dict):
     axes = {k: v for k, v in params.items() if isinstance(v, list)}
     for combo in itertools.product(*axes.values()):
         yield name, {**params, **dict(zip(axes, combo))}
+    axis = spec["axis"]
+    ends = {min(spec[axis]), max(spec[axis])}
+    others = {k: v for k, v in axes.items() if k not in (axis, "seed")}
+    for end, seed in itertools.product(sorted(ends), spec.get("end_seeds", [])):
+        for combo in itertools.product(*others.values()):
+            yield name, {**params, **dict(zip(others, combo)), axis: end, "seed": seed}
     factor = spec.get("budget_check")
     if factor:
-        axis = spec["axis"]
-        ends = {min(spec[axis]), max(spec[axis])}
         others = {k: v for k, v in axes.items() if k != axis}
         budget = {key: int(round(factor * params.get(key, CellConfig.__dataclass_fields__[key].default)))
                   for key in budget_keys(params)}

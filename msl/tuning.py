@@ -102,3 +102,47 @@ def curves(df: pd.DataFrame, grid: Grid):
         out.append((name, int(part.n_params.iloc[0]), np.array(grouped.mean().index, float),
                     grouped.mean().to_numpy(), spread))
     return out
+
+
+def figure(df: pd.DataFrame, grid: Grid):
+    """Validation loss against peak learning rate for every learning-rate scan (error bars: the
+    spread over seeds), one line per tuned rung; None where the grid has no such scans."""
+    import matplotlib.pyplot as plt
+
+    lines = curves(df, grid)
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
+    for name, n_params, lr_values, loss, spread in lines:
+        model = df[df.scan == name].model.iloc[0]
+        ax.errorbar(lr_values, loss, yerr=spread, fmt="o-", ms=4, capsize=2,
+                    label=f"{model}, N = {n_params:,}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("validation loss L")
+    ax.legend(frameon=False, fontsize=7)
+    return fig
+
+
+def summary(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Per learning-rate scan: its best value, whether that lies on the edge of the scan, the
+    value the matching parameter scan's rule gives that rung, and whether they agree
+    (:func:`check_rule`); the rule's gamma fitted through the family's two optima beside it."""
+    best = optima(df, grid)
+    if best.empty:
+        return best
+    rows = []
+    for model, part in best.groupby("model", sort=False):
+        params = [n for n, s in grid.scans.items()
+                  if s["axis"] == "size" and {**grid.fixed, **s}.get("model") == model]
+        gamma = rule(part)
+        checked = (check_rule(part, {**grid.fixed, **grid.scans[params[0]]}) if params
+                   else pd.DataFrame({"scan": part.scan}))
+        for (_, r), (_, c) in zip(part.iterrows(), checked.iterrows()):
+            rows.append({"model": model, "scan": r.scan, "N": r.n_params,
+                         "best max_lr": r["best max_lr"], "on the edge": r["on the edge"],
+                         "rule's max_lr": c.get("rule's max_lr"), "agrees": c.get("agrees"),
+                         "gamma through the optima": "undetermined (one rung)" if gamma is None
+                         else f"{gamma:.2f}"})
+    return pd.DataFrame(rows)

@@ -71,14 +71,7 @@ checks.round({"val/loss": 4, "val/loss (2x)": 4, "relative change": 3}) if len(c
 
 # %% tags=["hide-input"]
 by_id = {r["cell_id"]: r for r in results.load(study.study_dir)}
-fig, axes = plt.subplots(1, len(scans), figsize=(5 * len(scans), 3.6),
-                         layout="constrained", squeeze=False)
-for ax, name in zip(axes[0], scans):
-    axis = convergence.AXIS_X.get(study.axis(name), study.axis(name))
-    rows = frame[(frame.scan == name) & (frame.status == "ok")]
-    training.scan_curves(ax, [(getattr(r, axis), by_id[r.cell_id]) for r in rows.itertuples()],
-                         x_label={"n_train": "D", "n_params": "N"}.get(axis, axis))
-    ax.set_title(name)
+_ = training.curves_figure(study, frame, scans, by_id, width=5, per_row=2)
 
 # %% [markdown]
 # ## Learning rate per size
@@ -89,24 +82,9 @@ for ax, name in zip(axes[0], scans):
 # between two neighbouring values 3x apart).
 
 # %% tags=["hide-input"]
-best_lr = tuning.optima(frame, study)
-if best_lr.empty:
-    print("no learning-rate scans in this grid: the parameter scan uses one fixed peak learning rate")
-else:
-    fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
-    for name, n_params, lr_values, loss, spread in tuning.curves(frame, study):
-        ax.errorbar(lr_values, loss, yerr=spread, fmt="o-", ms=4, capsize=2, label=f"N = {n_params:,}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("peak learning rate")
-    ax.set_ylabel("validation loss L")
-    ax.legend(frameon=False, fontsize=8)
-    gamma = tuning.rule(best_lr)
-    print("lr ∝ N^-gamma through the two optima: gamma = "
-          + ("undetermined (one rung)" if gamma is None else f"{gamma:.2f}"))
-    params_scan = next(name for name in scans if study.axis(name) == "size")
-    params_spec = {**study.fixed, **study.scans[params_scan]}
-    display(best_lr.round(4), tuning.check_rule(best_lr, params_spec).round(4))
+lr_figure = tuning.figure(frame, study)
+lr_table = tuning.summary(frame, study)
+lr_table if len(lr_table) else "no learning-rate scans in this grid: one fixed peak learning rate"
 
 # %% [markdown]
 # ## Data and parameter scaling
@@ -119,17 +97,8 @@ else:
 
 # %% tags=["hide-input"]
 fitted = convergence.fit_scans(frame, study, scans, checks)
-fig, axes = plt.subplots(1, len(fitted), figsize=(5 * len(fitted), 3.8), layout="constrained",
-                         squeeze=False)
-for ax, (name, (pts, result, why)) in zip(axes[0], fitted.items()):
-    training.converged_points(ax, pts)
-    if result is not None:
-        good = pts[pts.converged].groupby("x")["val/loss"].mean()
-        scaling.loglog(ax, good.index, good.to_numpy(), fit=result, color="C0")
-    ax.set_xlabel(analysis.X_LABEL[convergence.AXIS_X.get(study.axis(name), study.axis(name))])
-    ax.set_ylabel("validation loss L")
-    ax.set_title(f"{name}: {result.stated('alpha') if result else 'no fit'}", fontsize=10)
-    ax.legend(frameon=False, fontsize=8)
+x_labels = {name: analysis.X_LABEL[convergence.AXIS_X[study.axis(name)]] for name in fitted}
+_ = training.fits_figure(fitted, x_labels, width=5, per_row=2)
 for name, (pts, result, why) in fitted.items():
     glue(f"alpha_{name}", result.shown("alpha") if result else f"not fitted ({why})", display=False)
     glue(f"range_{name}", f"{pts.x.min():.3g} to {pts.x.max():.3g}", display=False)

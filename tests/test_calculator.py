@@ -182,7 +182,8 @@ def test_freshly_initialised_model():
     assert np.abs(forces).max() > 0
 
 
-POTENTIALS = ["transformer", "transformer_local", "equiformer_v2", "escn_md"]
+POTENTIALS = [
+    "transformer", "transformer_local", "equiformer_v2", "escn_md", "schnet", "fcn"]
 
 
 @pytest.mark.parametrize("name", POTENTIALS)

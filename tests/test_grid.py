@@ -61,3 +61,24 @@ def test_budget_check_doubles_cap_and_patience_under_early_stopping(tmp_path):
     budget = [cfg for cfg, scans in grid.load(tmp_path).cells() if scans == ("data/budget",)]
     assert sorted((c.n_train, c.max_steps, c.patience, c.epochs) for c in budget) == [
         (10, 2000, 8, 3), (40, 2000, 8, 3)]
+
+
+def test_end_seeds_add_seeds_at_both_ends_only(tmp_path):
+    """``end_seeds``: the ends of the axis get every listed seed, the inside keeps ``seed``;
+    the budget checks stay with the scan's own seed."""
+    (tmp_path / "grid.yaml").write_text(
+        "study: s\nfixed: {max_steps: 100, eval_every: 10, patience: 2}\n"
+        "scans:\n  data: {axis: n_train, n_train: [16, 32, 64], size: 0, end_seeds: [0, 1, 2],"
+        " budget_check: 2}\n")
+    g = grid.load(tmp_path)
+    cells = [(cfg.n_train, cfg.seed, scans) for cfg, scans in g.cells()]
+    base = sorted((d, s) for d, s, scans in cells if "data" in scans)
+    assert base == [(16, 0), (16, 1), (16, 2), (32, 0), (64, 0), (64, 1), (64, 2)]
+    assert sorted((d, s) for d, s, scans in cells if "data/budget" in scans) == [(16, 0), (64, 0)]
+
+
+def test_end_seeds_must_be_seeds(tmp_path):
+    (tmp_path / "grid.yaml").write_text(
+        "scans:\n  data: {axis: n_train, n_train: [16, 32], end_seeds: 3}\n")
+    with pytest.raises(ValueError, match="end_seeds=3"):
+        grid.load(tmp_path)

@@ -275,6 +275,16 @@ def test_trikha_loss_trains_a_cell(tiny_pool):
     assert math.isfinite(rec["metrics"]["val/stress_aniso_mae"])
 
 
+@pytest.mark.parametrize("model", ["schnet", "fcn"])
+def test_trikha_families_train_a_cell(tiny_pool, model):
+    """SchNet and the fully connected baseline, as the Trikha study trains them (a few steps)."""
+    rec = cell.run(tiny(model=model, size=0, targets="trikha", epochs=1), progress=False)
+    assert rec["status"] == "ok" and rec["model"] == model and rec["steps"] == 3
+    for key in ("val/loss", "val/energy_mae", "val/forces_mae", "val/stress_aniso_mae"):
+        assert math.isfinite(rec["metrics"][key]), key
+    assert rec["n_params"] > rec["n_params_no_embed"] > 0 and rec["flops"] > 0
+
+
 # --- the early-stopping protocol (max_steps, eval_every, patience, wsd) ---------------------------
 
 def early(**kw):
@@ -352,3 +362,58 @@ def test_new_protocol_fields_keep_earlier_cell_ids():
     ids = {cfg.cell_id for cfg, _ in grid.load("tests/fixtures/study").cells()}
     assert "optimetal2b-s0-d16-seed0-827cedf8" in ids
     assert early().with_id().cell_id != early(max_steps=600).with_id().cell_id
+
+
+def test_plateau_cuts_the_rate_at_each_plateau_and_stops_at_the_floor(tiny_pool):
+    """``plateau``: the rate drops by ``lr_decay`` after every ``patience`` validations without
+    improvement; the run ends (by patience) when the next cut would go below ``min_lr_frac``."""
+    rec = cell.run(early(schedule="plateau", lr_decay=0.3, min_lr_frac=0.01, patience=1,
+                         max_lr=0.3), progress=False)
+    assert rec["stop_reason"] == "patience" and rec["converged"] and rec["cooldown_steps"] == 0
+    levels = sorted({round(h["lr"] / 0.3, 6) for h in rec["history"] if h["step"] > 3},
+                    reverse=True)
+    assert levels == pytest.approx([1.0, 0.3, 0.09, 0.027])  # 0.0081 < 0.01: stop instead
+    best = min(h["val/loss"] for h in rec["history"])
+    assert rec["metrics"]["val/loss"] == pytest.approx(best, rel=1e-5)
+
+
+def test_a_plateau_run_resumes_on_its_level(tiny_pool, monkeypatch, tmp_path):
+    """Killed after its second cut, a plateau run resumes on the same level to the same end."""
+    from msl import train as train_module
+
+    kw = dict(schedule="plateau", patience=1, max_lr=0.3)
+    whole = cell.run(early(**kw), progress=False)
+    cut = next(i for i, h in enumerate(whole["history"]) if h["lr"] < 0.3 * 0.3 * 1.01)
+    real, calls = train_module.evaluate, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == cut + 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupted)
+    cfg = early(record_dir=str(tmp_path / "records"), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        cell.run(cfg, progress=False)
+    monkeypatch.setattr(train_module, "evaluate", real)
+    resumed = cell.run(cfg, progress=False)
+    assert resumed["resumed_from_epoch"] > 0 and resumed["steps"] == whole["steps"]
+    assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in whole["history"]]
+    assert resumed["metrics"] == whole["metrics"]
+
+
+@pytest.mark.parametrize("kind, cutoff", [("emt", 5.0), ("emt-vdos", 5.0)])
+def test_collate_builds_torch_geometrics_batch(tiny_pool, tiny_vdos_pool, kind, cutoff):
+    """The trainer's collation (msl.graph.collate) equals torch-geometric's Batch key by key."""
+    from torch_geometric.data import Batch
+
+    from msl import data, graph
+
+    pool = data.read(tiny_pool if kind == "emt" else tiny_vdos_pool)
+    graphs = graph.build(pool, cutoff)[:7]
+    ours, theirs = graph.collate(graphs), Batch.from_data_list(graphs)
+    assert ours.num_graphs == theirs.num_graphs and ours.num_nodes == theirs.num_nodes
+    for key in theirs.keys():
+        a, b = getattr(ours, key), getattr(theirs, key)
+        assert torch.equal(a, b) if torch.is_tensor(b) else a == b, key

@@ -31,6 +31,8 @@ MODELS = {
     "transformer": "msl.models.transformer:plain",
     "transformer_local": "msl.models.transformer:local",
     "escn_md": "msl.models.escn_md",  # fairchem-core's eSCN-MD (UMA) backbone, conservative
+    "schnet": "msl.models.schnet",  # torch-geometric's SchNet on periodic edges, conservative
+    "fcn": "msl.models.fcn",  # Trikha et al.'s fully connected per-atom baseline, direct heads
     # spectral (spectrum on a grid + scalar), Großmann et al.'s OptiMetal models
     "optimetal2b_spectral": "msl.models.optimetal_spectral:cgc",
     "optimetal2b_tc_spectral": "msl.models.optimetal_spectral:tc",

@@ -36,7 +36,7 @@ from torch import nn
 from torch_geometric.nn.models.schnet import GaussianSmearing
 
 MAX_Z = 100
-FUSED = False
+FUSED = True
 """Use the fast code paths of the model families (True), or the reference paths they replaced
 (False): the same functions and parameters, computed as before (PyG's message passing,
 subnormal Gaussian features...). Read at call time; ``bench/bench_step.py`` and
@@ -53,6 +53,15 @@ class EnergyModel(nn.Module):
     reference energies and the output scales (buffers: saved, not trained, not counted in N)."""
 
     conservative = False  # forces are -dE/dpos (True) or a separate head (False)
+    cutoff_order = 2      # derivatives of the energy continuous where a neighbour crosses the
+                          # cutoff: 2 under the polynomial envelope, 1 under SchNet's cosine
+    breaks: dict[str, str] = {}
+    """Symmetries a family does not respect by design, each with the reason; the shared physics
+    suite (``tests/models/test_models_physics.py``) skips the tests of these and only these.
+    Keys: ``"rotation"`` (invariance of the energy, equivariance of forces and stress),
+    ``"periodicity"`` (wrapping atoms into the cell, lattice translations, supercells) and
+    ``"locality"`` (a finite cutoff: free and distant atoms feel no force and add their isolated
+    energies)."""
 
     def __init__(self, cutoff: float):
         super().__init__()

@@ -10,7 +10,8 @@ Two families share this module and one ladder, chosen by ``build(size, variant)`
   [B, max_atoms, d_model + 3] made by ``torch_geometric.utils.to_dense_batch``. Three per-atom MLP
   heads, as in their repo: forces (3, direct), energy (1, summed over atoms by the base class) and
   stress (6 Voigt components, **summed** over atoms as their repo does, then symmetrised to 3x3).
-  It ignores the edges and the cell.
+  It ignores the edges and the cell. Its tokens and heads (:class:`TokenPotential`) are shared
+  with Trikha et al.'s fully connected baseline, :mod:`msl.models.fcn`.
 - ``"local"``: the same pre-norm layers, but each atom attends only to its neighbours within
   ``CUTOFF`` (the graph's edges, periodic images included), with a per-head attention bias from a
   Gaussian expansion of the distance times the polynomial envelope, and the envelope inside the
@@ -111,7 +112,32 @@ def voigt_to_matrix(v: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ plain (Trikha et al.)
 
 
-class PlainTransformer(DirectPotential):
+class TokenPotential(DirectPotential):
+    """Atoms as tokens, Trikha et al.'s way: each token is an atom's element embedding (``embed``,
+    set by the subclass) with its Cartesian position (Å) appended, and three per-atom
+    :func:`output_mlp` heads read out energies, direct forces and stresses (the stresses summed
+    per structure, as their repo does). Shared by the plain transformer and the fully connected
+    baseline (:mod:`msl.models.fcn`), which differ only in what runs between tokens and heads."""
+
+    def add_heads(self, width: int) -> None:
+        """The energy (1), force (3) and stress (6, Voigt) heads on features of width ``width``."""
+        self.energy_head = output_mlp(width, 1)
+        self.force_head = output_mlp(width, 3)
+        self.stress_head = output_mlp(width, 6)
+
+    def tokens(self, z, pos) -> torch.Tensor:
+        """[n_atoms, d_model + 3]: element embedding, then the position (Å)."""
+        return torch.cat([self.embed(z), pos.to(self.embed.weight.dtype)], dim=-1)
+
+    def read_out(self, h, graph, n_graphs: int):
+        """Per-atom energies [n_atoms], forces [n_atoms, 3] and the per-atom stresses summed over
+        each structure (``graph`` [n_atoms] its index), symmetric [n_graphs, 3, 3]."""
+        stress = torch.zeros(n_graphs, 6, dtype=h.dtype, device=h.device)
+        stress = stress.index_add(0, graph, self.stress_head(h))
+        return self.energy_head(h).squeeze(-1), self.force_head(h), voigt_to_matrix(stress)
+
+
+class PlainTransformer(TokenPotential):
     """Trikha et al.'s transformer over atoms (see module docstring); not rotation invariant."""
 
     def __init__(self, rung: Rung, cutoff: float = CUTOFF):
@@ -123,17 +149,13 @@ class PlainTransformer(DirectPotential):
         # nested tensors need post-norm layers: left on with pre-norm, torch warns and skips them
         self.encoder = nn.TransformerEncoder(layer, rung.layers, norm=nn.LayerNorm(width),
                                              enable_nested_tensor=False)
-        self.energy_head = output_mlp(width, 1)
-        self.force_head = output_mlp(width, 3)
-        self.stress_head = output_mlp(width, 6)
+        self.add_heads(width)
 
     def heads(self, z, pos, edge_vec, batch, n_graphs: int):
-        tokens = torch.cat([self.embed(z), pos.to(self.embed.weight.dtype)], dim=-1)
-        dense, mask = to_dense_batch(tokens, batch.batch, batch_size=n_graphs)  # [B, A, d + 3]
+        dense, mask = to_dense_batch(self.tokens(z, pos), batch.batch,
+                                     batch_size=n_graphs)                        # [B, A, d + 3]
         h = self.encoder(dense, src_key_padding_mask=~mask)[mask]               # [n_atoms, d + 3]
-        stress = torch.zeros(n_graphs, 6, dtype=h.dtype, device=h.device)
-        stress = stress.index_add(0, batch.batch, self.stress_head(h))
-        return self.energy_head(h).squeeze(-1), self.force_head(h), voigt_to_matrix(stress)
+        return self.read_out(h, batch.batch, n_graphs)
 
 
 # ------------------------------------------------------------------ local (cutoff attention)

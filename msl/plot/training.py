@@ -66,3 +66,47 @@ def converged_points(ax, points, *, color="C0"):
     ax.set_xscale("log")
     ax.set_yscale("log")
     return ax
+
+
+def curves_figure(study, frame, scans, records, *, width=4.6, per_row=3):
+    """One panel of :func:`scan_curves` per scan in ``scans`` (``frame``: the study's
+    :func:`msl.convergence.frame`; ``records``: its records by cell id). Returns the figure."""
+    from msl.convergence import AXIS_X
+
+    rows = -(-len(scans) // per_row)
+    cols = min(per_row, len(scans))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.5 * rows), layout="constrained",
+                             squeeze=False)
+    for ax, name in zip(axes.flat, scans):
+        axis = AXIS_X.get(study.axis(name), study.axis(name))
+        part = frame[(frame.scan == name) & (frame.status == "ok")]
+        scan_curves(ax, [(getattr(r, axis), records[r.cell_id]) for r in part.itertuples()],
+                    x_label={"n_train": "D", "n_params": "N"}.get(axis, axis))
+        ax.set_title(name, fontsize=10)
+    for ax in list(axes.flat)[len(scans):]:
+        ax.set_visible(False)
+    return fig
+
+
+def fits_figure(fitted, x_labels, *, width=4.6, per_row=3):
+    """One panel per scan of :func:`msl.convergence.fit_scans`: its points (hollow where not
+    converged) and, where fitted, the power law on the converged ones. ``x_labels``: axis label
+    per scan. Returns the figure."""
+    from msl.plot import scaling
+
+    rows = -(-len(fitted) // per_row)
+    cols = min(per_row, len(fitted))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.7 * rows), layout="constrained",
+                             squeeze=False)
+    for ax, (name, (pts, result, _)) in zip(axes.flat, fitted.items()):
+        converged_points(ax, pts)
+        if result is not None:
+            good = pts[pts.converged].groupby("x")["val/loss"].mean()
+            scaling.loglog(ax, good.index, good.to_numpy(), fit=result, color="C0")
+        ax.set_xlabel(x_labels[name])
+        ax.set_ylabel("validation loss L")
+        ax.set_title(f"{name}: {result.stated('alpha') if result else 'no fit'}", fontsize=9)
+        ax.legend(frameon=False, fontsize=7)
+    for ax in list(axes.flat)[len(fitted):]:
+        ax.set_visible(False)
+    return fig

@@ -23,7 +23,7 @@ from msl.models.potential import GaussianBasis
 
 from test_models_physics import alloy, perturbed, to_data
 
-FAMILIES = ["optimetal2b", "optimetal2b_tc", "optimetal3b", "transformer_local"]
+FAMILIES = ["optimetal2b", "optimetal2b_tc", "optimetal3b", "transformer_local", "schnet"]
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from torch_geometric.data import Batch
 
-from msl.models import build_model, family, transformer
-from test_models_physics import (alloy, evaluate, evaluate_one, perturbed, random_rotation,
-                                 rotated, to_data)
+from msl.models import family, transformer
+from test_models_physics import (alloy, check_a_training_step_reaches_every_parameter, evaluate,
+                                 evaluate_one, perturbed, random_rotation, rotated)
 
 torch.set_num_threads(2)
 
@@ -105,16 +104,7 @@ def test_batch_equals_each_structure_alone(model):
 
 
 def test_a_training_step_reaches_every_parameter(model):
-    m = build_model(_name(model), 1)
-    batch = Batch.from_data_list([to_data(alloy(s), m.cutoff) for s in (0, 1)])
-    batch.pos, batch.cell, batch.shift = batch.pos.float(), batch.cell.float(), batch.shift.float()
-    out = m(batch)
-    loss = sum(out[k].square().mean() for k in ("energy", "forces", "stress"))
-    loss.backward()
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if name != "embed.weight":
-            assert p.grad.abs().max() > 0, name
+    check_a_training_step_reaches_every_parameter(_name(model))
 
 
 # ------------------------------------------------------------------ plain: what it misses
