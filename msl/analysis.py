@@ -23,7 +23,8 @@ X_LABEL = {"n_train": "D (training structures)", "n_params": "N (parameters)",
 MIN_FIT_POINTS = 5        # as msl.convergence.MIN_POINTS: no law from fewer points
 FORCE_LEARNT = 0.5        # force MAE below this fraction of the zero-force baseline: learns forces
 BUDGET_TOLERANCE = 0.05   # |L(2E) - L(E)| / L(E) below this counts as converged
-METRICS = ("loss", "energy_mae", "forces_mae", "stress_mae", "spectrum_mae", "scalar_mae")
+METRICS = ("loss", "energy_mae", "forces_mae", "stress_mae", "spectrum_mae", "scalar_mae",
+           "forces_mae_zero")
 FORMS_1D = {  # the 1D laws compared by AICc: Großmann et al.'s three, plus BNSL with one break
     **reanalysis.FORMS,
     "bnsl_1": lambda x, y, sigma=None: fit.bnsl(x, y, 1, sigma),

@@ -75,7 +75,9 @@ class Grid:
             for scan, values in _expand(name, spec, self.fixed):
                 values.update(study=self.study, record_dir=str(self.record_dir.resolve()))
                 cfg = _config(values, f"scan {scan!r}").with_id()
-                found.setdefault(cfg.cell_id, (cfg, []))[1].append(scan)
+                scans = found.setdefault(cfg.cell_id, (cfg, []))[1]
+                if scan not in scans:  # an end seed that the scan already has
+                    scans.append(scan)
         return [(cfg, tuple(scans)) for cfg, scans in found.values()]
 
     def finished(self) -> list[tuple[CellConfig, tuple[str, ...], dict]]:

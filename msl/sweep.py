@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 import msl
 from msl import claims, data, results
 from msl.cell import check_pool, data_dir, dataset_path
-from msl.grid import Grid, load
+from msl.grid import SCAN_KEYS, Grid, load
 
 KERNEL = "python3"
 REPO = Path(msl.__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def check(grid: Grid, progress: bool = True) -> list:
     """Validate the whole grid against the notebook and the data; return the cells."""
     notebook = notebook_path(grid)
     declared = notebook_parameters(notebook)
-    used = set(grid.fixed) | {k for s in grid.scans.values() for k in s} - {"axis", "budget_check"}
+    used = set(grid.fixed) | {k for s in grid.scans.values() for k in s} - SCAN_KEYS
     undeclared = sorted(used - declared)
     if undeclared:
         raise ValueError(f"grid key(s) {undeclared} are not parameters of {grid.notebook}; "

@@ -49,6 +49,7 @@ eval_every = 0  # validate every this many steps (whole epochs); 0: at most 12 t
 schedule = "cosine"  # cosine (to min_lr_frac over the planned steps) | wsd (constant, cool-down at the end)
 warmup_steps = 0  # linear warm-up steps; 0: warmup_frac of the planned steps
 cooldown_frac = 0.2  # wsd: cool-down length as a fraction of the steps to the best validation
+lr_decay = 0.3  # plateau: factor on the learning rate after `patience` validations without improvement
 targets = "default"  # a preset (default, trikha, grossmann, spectral) or "target:loss:weight, ..."
 precision = "fp32"  # fp32 | bf16 | fp16 (mixed precision needs CUDA)
 device = "cpu"  # cpu | cuda | cuda:N | auto
