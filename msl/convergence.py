@@ -265,6 +265,12 @@ class Report:
     def verdict(self) -> str:
         return verdict(self.checks)
 
+    def shown_checks(self):
+        """The checks as a chapter shows them (losses to 4 decimals), or a sentence if none."""
+        if self.checks.empty:
+            return "no convergence checks in this grid"
+        return self.checks.round({"val/loss": 4, "val/loss (2x)": 4, "relative change": 3})
+
     def x_labels(self, labels: dict) -> dict:
         """Axis label of every fitted scan, from ``labels`` keyed by the fit's x (n_train, n_params)."""
         return {name: labels[AXIS_X[self.grid_axes[name]]] for name in self.fitted}

@@ -146,3 +146,11 @@ def summary(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
                          "gamma through the optima": "undetermined (one rung)" if gamma is None
                          else f"{gamma:.2f}"})
     return pd.DataFrame(rows)
+
+
+def section(df: pd.DataFrame, grid: Grid):
+    """What a chapter shows of the learning-rate scans: draws :func:`figure` and returns
+    :func:`summary`, or a sentence where the grid has no such scans."""
+    figure(df, grid)
+    table = summary(df, grid)
+    return table if len(table) else "no learning-rate scans in this grid: one fixed peak learning rate"

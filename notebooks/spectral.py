@@ -65,7 +65,7 @@ df.groupby(["scan", "status"]).size().rename("runs").unstack(fill_value=0)
 
 # %% tags=["hide-input"]
 glue("spectral_verdict", report.verdict, display=False)
-report.checks.round({"val/loss": 4, "val/loss (2x)": 4, "relative change": 3}) if len(report.checks) else "no convergence checks in this grid"
+report.shown_checks()
 
 # %% [markdown]
 # The validation curves of every run of each 1D scan (a dot marks the best validation, a cross a
@@ -81,9 +81,7 @@ _ = training.curves_figure(study, report.frame, report.scans, report.records)
 # optimum when it lies within a factor of $\sqrt{10}$ of it.
 
 # %% tags=["hide-input"]
-lr_figure = tuning.figure(report.frame, study)
-lr_table = tuning.summary(report.frame, study)
-lr_table if len(lr_table) else "no learning-rate scans in this grid"
+tuning.section(report.frame, study)
 
 # %% [markdown]
 # ## Data and parameter scaling on converged points

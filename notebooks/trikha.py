@@ -79,33 +79,31 @@ columns = ["scan", "n_params", "n_train", "seed", "steps", "stop_reason", "flops
 df[columns].sort_values(["scan", "n_params", "n_train"]).round(4).reset_index(drop=True)
 
 # %% [markdown]
-# ## Is each point trained to convergence?
-# At the smallest and the largest value of every scan the grid trains the same cell again with
-# twice the step cap and twice the patience; a change of the best validation loss below 5%
-# counts as converged. Every other point counts as converged when early stopping, not its step
-# cap, ended its run.
+# ## Convergence of every scan
+# Both ends of each scan were trained a second time with the patience and the step cap doubled:
+# where the best validation loss moved by less than 5%, the point counts as converged. The
+# points between the ends count as converged when their runs were ended by early stopping
+# rather than by the cap.
 
 # %% tags=["hide-input"]
 glue("trikha_verdict", report.verdict, display=False)
-report.checks.round({"val/loss": 4, "val/loss (2x)": 4, "relative change": 3}) if len(report.checks) else "no convergence checks in this grid"
+report.shown_checks()
 
 # %% [markdown]
-# The validation curves of every run of each scan (a dot marks the best validation, a cross a
-# run that its step cap ended):
+# Validation loss against step for every run, one panel per scan (dots: best validations;
+# crosses: runs cut by the cap):
 
 # %% tags=["hide-input"]
 _ = training.curves_figure(study, report.frame, report.scans, report.records)
 
 # %% [markdown]
 # ## Learning rate per size
-# Short scans of the peak learning rate (at least 3 values spanning 10x) at the smallest and the
-# largest rung of each parameter scan, beside the rule the parameter scan uses (agreement: within
-# a factor of $\sqrt{10}$ of the measured optimum).
+# For each parameter scan, short runs at three peak learning rates (10x apart end to end) at its
+# smallest and its largest model: the best of each next to the one fixed rate the scan uses,
+# which agrees when it is within a factor of $\sqrt{10}$.
 
 # %% tags=["hide-input"]
-lr_figure = tuning.figure(report.frame, study)
-lr_table = tuning.summary(report.frame, study)
-lr_table if len(lr_table) else "no learning-rate scans in this grid"
+tuning.section(report.frame, study)
 
 # %% [markdown]
 # ## Does each family learn forces?

@@ -418,3 +418,29 @@ def test_atoms_beyond_the_cutoff_are_independent(model):
     e, f, _ = evaluate_one(model, pair, stress=False)
     assert e == pytest.approx(isolated_energy(model, 13) + isolated_energy(model, 79), abs=1e-12)
     assert np.all(f == 0)
+
+
+def check_outputs_do_not_rotate_with_the_input(model) -> None:
+    """For a family that sees raw Cartesian positions (the plain transformer, the FCN): rotating
+    the input changes the energy and does not rotate forces and stress (an equivariant model
+    gives ~1e-15 here)."""
+    atoms = alloy(1)
+    e, f, s = evaluate_one(model, atoms)
+    rot = random_rotation(np.random.default_rng(2))
+    e_r, f_r, s_r = evaluate_one(model, rotated(atoms, rot))
+    scale = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())  # noqa: E731
+    assert scale(f_r, f @ rot.T) > 0.1
+    assert scale(s_r, rot @ s @ rot.T) > 0.1
+    assert abs(e_r - e) > 1e-3
+
+
+def check_a_lattice_vector_moves_the_output(model, force_change: float) -> None:
+    """For a family that is not periodic: moving one atom by a lattice vector (the same crystal)
+    changes the energy, and the forces by more than ``force_change`` (relative)."""
+    atoms = alloy(2)
+    e, f, _ = evaluate_one(model, atoms)
+    lattice = atoms.copy()
+    lattice.positions[0] += atoms.cell[0]
+    e_l, f_l, _ = evaluate_one(model, lattice)
+    assert abs(e_l - e) > 1e-3
+    assert float(np.abs(f_l - f).max() / np.abs(f).max()) > force_change
