@@ -22,6 +22,7 @@ from msl import data, graph
 from msl import results as records
 from msl.config import CellConfig
 from msl.models import build_model, count_params, task
+from msl.models.potential import reference_fit
 from msl.targets import Scales, table
 from msl.threads import auto_threads
 from msl.train import evaluate, resolve_device, train
@@ -64,6 +65,19 @@ def check_labels(cfg: CellConfig, structures, train_idx, path) -> None:
         raise ValueError(f"model {cfg.model!r} needs the energy of every training structure, but "
                          f"structure {int(train_idx[missing[0]])} of {path} has no energy "
                          f"({missing.size} of the {len(train_idx)} training structures lack one)")
+
+
+def eval_scales(val_set, cfg: CellConfig) -> Scales:
+    """The spreads that normalise every loss this cell reports (validation during training, for
+    early stopping, and the final validation and test losses): those of the fixed validation
+    set, the same for every cell of a study. The training loss keeps the training set's spreads
+    (all a model may know), but a loss normalised by them is not comparable across D: with D = 2
+    the energy spread left after the reference fit is zero, and a validation loss divided by it
+    is 10^5 (measured)."""
+    energy_sigma = 1.0
+    if task(cfg.model) != "spectral" and np.isfinite(val_set.energy).all():
+        energy_sigma = reference_fit(val_set.numbers, val_set.n_atoms, val_set.energy)[1]
+    return Scales.from_training(val_set, energy_sigma)
 
 
 def zero_force_mae(structures) -> float:
@@ -120,17 +134,18 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
     scales = Scales.from_training(train_set, float(getattr(model, "energy_scale", 1.0)))
     if hasattr(model, "set_output_scales"):
         model.set_output_scales(forces=scales.sigma["forces"], stress=scales.sigma["stress"])
+    reference = eval_scales(structures.subset(split.val), cfg)
     graphs = graph.build(structures, model.cutoff, cache_dir=data_dir() / "graphs",
                          key=Path(path).stem)
     pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
     state = _state_path(cfg) if cfg.resume and cfg.record_dir else None
     result = train(model, pick(train_idx), pick(split.val), scales, cfg, progress=progress,
-                   checkpoint=state)
+                   checkpoint=state, eval_scales=reference)
     terms = table(cfg.targets)
     metrics = {}
     if result.status == "ok":
-        metrics.update(evaluate(model, pick(split.val), scales, terms, cfg, "val", device))
-        metrics.update(evaluate(model, pick(split.test), scales, terms, cfg, "test", device))
+        metrics.update(evaluate(model, pick(split.val), reference, terms, cfg, "val", device))
+        metrics.update(evaluate(model, pick(split.test), reference, terms, cfg, "test", device))
         if "val/forces_mae" in metrics:  # the baseline a force model must beat: predict zero
             metrics["val/forces_mae_zero"] = zero_force_mae(structures.subset(split.val))
         _save_checkpoint(cfg, model)
@@ -147,7 +162,7 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
         "train_seconds": result.train_seconds,
         "structures_per_second": result.structures_per_second,
         "n_train_atoms": int(train_set.n_atoms.sum()),
-        "scales": scales.asdict(), "task": task(cfg.model),
+        "scales": scales.asdict(), "eval_scales": reference.asdict(), "task": task(cfg.model),
         "targets": [{"target": t.target, "level": t.level, "loss": t.loss, "weight": t.weight}
                     for t in terms],
         "device": str(device),

@@ -207,10 +207,12 @@ def evaluate(model, graphs, scales, terms, cfg: CellConfig, prefix: str, device)
 
 
 def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bool = True,
-          checkpoint: str | os.PathLike | None = None):
+          checkpoint: str | os.PathLike | None = None, eval_scales=None):
     """Train ``model`` in place; returns a :class:`TrainResult`. The best-validation state is
     loaded into ``model`` before returning. With ``checkpoint``, resume from the training state
-    saved there (if any) and keep it up to date (see the module docstring)."""
+    saved there (if any) and keep it up to date (see the module docstring). The training loss is
+    normalised by ``scales``, the validation loss (and so early stopping) by ``eval_scales``
+    where given (:func:`msl.cell.eval_scales`: the same for every cell of a study)."""
     device = resolve_device(cfg.device)
     model.to(device)
     terms = targets.table(cfg.targets)
@@ -288,7 +290,7 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
         at_cap = not cooling and epoch >= p.epochs
         if epoch % p.eval_every and not (at_cap or cooled):
             continue
-        val = evaluate(model, val_graphs, scales, terms, cfg, "val", device)
+        val = evaluate(model, val_graphs, eval_scales or scales, terms, cfg, "val", device)
         result.history.append({"epoch": epoch, "step": result.steps,
                                "train/loss": train_sum / max(n_seen, 1),
                                "lr": result.peak_lr * lr_at(cfg, p, phase, result.steps), **val})

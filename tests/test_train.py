@@ -417,3 +417,14 @@ def test_collate_builds_torch_geometrics_batch(tiny_pool, tiny_vdos_pool, kind, 
     for key in theirs.keys():
         a, b = getattr(ours, key), getattr(theirs, key)
         assert torch.equal(a, b) if torch.is_tensor(b) else a == b, key
+
+
+def test_reported_losses_are_normalised_alike_for_every_d(tiny_pool):
+    """Validation and test losses are normalised by the fixed validation set's spreads, the
+    same for every D (the training loss keeps the training set's): with D = 2 a training-set
+    normalisation made the validation loss 10^5."""
+    small = cell.run(tiny(n_train=2, epochs=1), progress=False)
+    large = cell.run(tiny(n_train=24, epochs=1), progress=False)
+    assert small["eval_scales"] == large["eval_scales"]
+    assert small["scales"] != large["scales"]
+    assert small["metrics"]["val/loss"] < 100

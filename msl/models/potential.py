@@ -101,16 +101,26 @@ class EnergyModel(nn.Module):
         energy per atom (eV), so that the network's output is of order one. These are buffers,
         not parameters: they are saved with the model but not trained and not counted in N.
         """
-        structure = np.repeat(np.arange(len(n_atoms)), n_atoms)
-        counts = np.zeros((len(n_atoms), MAX_Z + 1))
-        np.add.at(counts, (structure, numbers), 1.0)
-        present = counts.sum(0) > 0
-        ref = np.zeros(MAX_Z + 1)
-        ref[present] = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
-        residual = (energy - counts @ ref) / n_atoms
-        scale = float(np.std(residual)) if len(energy) > 1 else 1.0
+        ref, scale = reference_fit(numbers, n_atoms, energy)
         self.atom_ref.copy_(torch.as_tensor(ref, dtype=self.atom_ref.dtype))
-        self.energy_scale.fill_(max(scale, 1e-3))
+        self.energy_scale.fill_(scale)
+
+
+def reference_fit(numbers: np.ndarray, n_atoms: np.ndarray, energy: np.ndarray):
+    """(per-element reference energies indexed by Z, the standard deviation of the residual
+    energy per atom in eV, at least 1e-3): the least-squares fit of ``energy_s ~ sum_z
+    count_{s,z} ref_z`` (elements absent keep 0). What :meth:`EnergyModel.fit_reference` sets on
+    the training set, and what :func:`msl.cell.run` computes on the fixed validation set to
+    normalise the losses it reports."""
+    structure = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    counts = np.zeros((len(n_atoms), MAX_Z + 1))
+    np.add.at(counts, (structure, numbers), 1.0)
+    present = counts.sum(0) > 0
+    ref = np.zeros(MAX_Z + 1)
+    ref[present] = np.linalg.lstsq(counts[:, present], energy, rcond=None)[0]
+    residual = (energy - counts @ ref) / n_atoms
+    scale = float(np.std(residual)) if len(energy) > 1 else 1.0
+    return ref, max(scale, 1e-3)
 
 
 class Potential(EnergyModel):
