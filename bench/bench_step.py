@@ -66,8 +66,8 @@ def prepare(structures, split, family, size, n_train, target_spec):
 class Run:
     """One training run (model copy, AdamW, shuffled loader) advanced a block of steps at a time.
 
-    ``trainer="proposed"`` adds three changes to the trainer loop (``msl.train``), measured here
-    for its maintainers: ``loss.backward(inputs=params)`` (the parameter backward skips the
+    ``trainer="proposed"`` adds three changes to the trainer loop, measured here first and now
+    what ``msl.train`` runs: ``loss.backward(inputs=params)`` (the parameter backward skips the
     second derivatives with respect to positions and strain, which training never uses), AdamW
     with ``fused=True``, and batches collated by :func:`msl.graph.collate`.
     """
