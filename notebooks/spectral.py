@@ -62,8 +62,8 @@ df.groupby(["scan", "status"]).size().rename("runs").unstack(fill_value=0)
 # %% [markdown]
 # ## Is each point trained to convergence?
 # At the smallest and the largest value of every scan the grid trains the same cell again with
-# twice the step cap and twice the patience; a change of the best validation loss below 5%
-# counts as converged. Every other point counts as converged when early stopping, not its step
+# twice the step cap and twice the patience; it counts as converged when the longer run does not
+# lower the best validation loss by 5% or more (one that ends higher is named in the verdict). Every other point counts as converged when early stopping, not its step
 # cap, ended its run.
 
 # %% tags=["hide-input"]

@@ -68,3 +68,15 @@ def test_points_that_fail_are_left_out_and_named(tmp_path):
     table, why = convergence.predictions(pts)
     assert table.empty and "needs at least 5" in why
     assert "data at n_train = 1280 (seed 0, -2" in convergence.verdict(checked)
+
+
+def test_a_longer_run_that_ends_higher_is_not_a_failure_but_is_named(tmp_path):
+    """One-sided: more training that ends 10% higher did not move the point down; the verdict
+    still names it (the spread between trajectories)."""
+    g = make_study(tmp_path, moved={1280: +0.10})
+    df = convergence.frame(g)
+    checked = convergence.checks(df, g)
+    assert checked.converged.all()
+    text = convergence.verdict(checked)
+    assert text.startswith("6 of 6 end-point checks converged")
+    assert "ended higher" in text and "n_train = 1280 (seed 1, +11%)" in text

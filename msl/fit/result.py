@@ -126,11 +126,11 @@ class FitResult:
         cov_int = self.cov / np.outer(d, d)
         with np.errstate(all="ignore"):
             out, jac = self._form.model(self._theta[None], X, True)
-        pred, jac = (np.exp(out[0]), jac[0] * np.exp(out[0])) if self._form.log_output else (
-            out[0], jac[0])
-        se = np.sqrt(np.einsum("pn,pq,qn->n", jac, cov_int, jac))
+        se = np.sqrt(np.einsum("pn,pq,qn->n", jac[0], cov_int, jac[0]))
         z = norm.ppf(1 - q)
-        return (pred - z * se).reshape(shape), (pred + z * se).reshape(shape)
+        if self._form.log_output:  # the band of log L, exponentiated: never below zero
+            return np.exp(out[0] - z * se).reshape(shape), np.exp(out[0] + z * se).reshape(shape)
+        return (out[0] - z * se).reshape(shape), (out[0] + z * se).reshape(shape)
 
     def bootstrap(self, n: int = 1000, seed: int = 0, level: float = 0.95,
                   groups=None) -> "FitResult":
