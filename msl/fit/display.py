@@ -23,6 +23,8 @@ WEIGHT_DECIMALS = 2    # Akaike weights
 ERROR_DECIMALS = 3     # RMS log errors and relative errors of predictions
 UNDETERMINED = "undetermined"
 STDERR_TOO_LARGE = "stderr exceeds its value"
+AT_FLOAT_LIMIT = "driven to the limit of floating point: the data do not fix it"
+FLOAT_RANGE = (1e-200, 1e200)  # |value| outside: a parameter run off to zero or infinity
 NO_STDERR = "no standard error"
 
 
@@ -30,7 +32,9 @@ def why_undetermined(value: float, stderr: float, reason: str | None = None) -> 
     """Why a fitted value cannot be shown as a number, or None when it can.
 
     ``reason`` (from the fit's diagnosis) wins; otherwise a value or error that is not finite,
-    or an error at least as large as the value's magnitude.
+    an error at least as large as the value's magnitude, or a value the optimiser pushed to the
+    limits of floating point (such as a scale of 3e-321 "± 0" where the exponent is zero:
+    digits of round-off, not a measurement).
     """
     if reason:
         return reason
@@ -38,6 +42,8 @@ def why_undetermined(value: float, stderr: float, reason: str | None = None) -> 
         return NO_STDERR
     if not stderr < abs(value):
         return STDERR_TOO_LARGE
+    if not FLOAT_RANGE[0] < abs(value) < FLOAT_RANGE[1]:
+        return AT_FLOAT_LIMIT
     return None
 
 

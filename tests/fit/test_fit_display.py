@@ -118,3 +118,11 @@ def test_break_verdict_inside_the_data_quotes_break_and_slopes():
     assert text.startswith("the broken law is preferred")
     assert f"D_c = {broken.shown('x_c')} lies inside the measured range" in text
     assert f"slope below the break = {broken.shown('alpha_1')}" in text
+
+
+def test_a_value_at_the_limit_of_floating_point_is_undetermined():
+    """A scale of 3e-321 "± 0" (seen in a fit whose exponent went to zero) is not a number."""
+    from msl.fit import display
+
+    assert display.format_param(3e-321, 0.0).startswith("undetermined")
+    assert display.format_param(0.46, 0.05) == "0.46 ± 0.05"
