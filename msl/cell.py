@@ -6,6 +6,12 @@ against the requested D, the labels the model needs), then train. A bad value st
 ValueError naming it and writes nothing; an error during training writes a ``failed`` record (with
 the error) and re-raises. CPU threads: ``threads``, or where it is 0 the idle cores
 (:func:`msl.threads.auto_threads`).
+
+Several processes (``nproc_per_node`` > 1, :mod:`msl.distributed`): the checks run first, in the
+calling process, so that a bad value (``nproc_per_node`` above the devices present included)
+stops before anything starts; then the ranks start (or, under torchrun or as Slurm tasks, this
+process is one) and each runs this function. Rank 0 alone scores the model and writes the
+record and the checkpoint; the record says how many processes trained (``world_size``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from msl import data, graph
+from msl import data, distributed, graph
 from msl import results as records
 from msl.config import CellConfig
 from msl.models import build_model, count_params, task
@@ -108,6 +114,7 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     cfg = cfg.with_id()
     start = time.perf_counter()
     device = resolve_device(cfg.device)  # fails early if CUDA is asked for but absent
+    distributed.check(cfg, device)  # nproc_per_node against the devices present
     path = dataset_path(cfg, progress)
     structures = data.read(path)
     check_pool(cfg, len(structures))
@@ -115,15 +122,20 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
                        split_seed=cfg.split_seed)
     train_idx = split.train(cfg.n_train)
     check_labels(cfg, structures, train_idx, path)
-    torch.set_num_threads(auto_threads(cfg.threads))  # after the checks: warns only for a real run
-    try:
-        record = _train_and_score(cfg, structures, split, train_idx, path, device, progress)
-    except Exception as err:  # recorded, then re-raised: the sweep and papermill see the failure
-        record = {**_header(cfg, path), "status": "failed",
-                  "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-        _finish(cfg, record, start)
-        raise
-    return _finish(cfg, record, start)
+    threads = auto_threads(cfg.threads)  # after the checks: warns only for a real run
+    if distributed.launches(cfg):
+        return distributed.launch(cfg, progress, threads)
+    torch.set_num_threads(threads)
+    with distributed.joined(cfg, device):
+        progress = progress and distributed.rank() == 0  # one progress bar: rank 0's
+        try:
+            record = _train_and_score(cfg, structures, split, train_idx, path, device, progress)
+        except Exception as err:  # recorded, then re-raised: the sweep and papermill see the failure
+            record = {**_header(cfg, path), "status": "failed",
+                      "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+            _finish(cfg, record, start)
+            raise
+        return _finish(cfg, record, start)
 
 
 def _train_and_score(cfg, structures, split, train_idx, path, device, progress) -> dict:
@@ -142,6 +154,9 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
     result = train(model, pick(train_idx), pick(split.val), scales, cfg, progress=progress,
                    checkpoint=state, eval_scales=reference)
     terms = table(cfg.targets)
+    if distributed.rank() != 0:  # the other ranks only helped train; rank 0 scores and writes
+        return {"status": result.status, "world_size": distributed.size(),
+                "rank": distributed.rank()}
     metrics = {}
     if result.status == "ok":
         metrics.update(evaluate(model, pick(split.val), reference, terms, cfg, "val", device))
@@ -166,6 +181,7 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
         "targets": [{"target": t.target, "level": t.level, "loss": t.loss, "weight": t.weight}
                     for t in terms],
         "device": str(device),
+        "world_size": distributed.size(),  # processes that trained (msl.distributed)
     }
 
 
@@ -210,6 +226,8 @@ def _save_checkpoint(cfg: CellConfig, model) -> None:
 
 
 def _finish(cfg: CellConfig, record: dict, start: float) -> dict:
+    if distributed.rank() != 0:  # rank 0 writes the record (msl.distributed)
+        return record
     record["wall_seconds"] = time.perf_counter() - start
     record.update(records.provenance())
     if cfg.record_dir:

@@ -114,6 +114,8 @@ def _dispatch(args) -> int:
 
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CellConfig)}
         record = cell.run(config.from_dict(values), progress=not args.quiet)
+        if record.get("rank"):  # one of several processes started by torchrun: rank 0 reports
+            return 0 if record["status"] == "ok" else 1
         summary = {k: record[k] for k in ("cell_id", "status", "n_params", "n_train", "steps",
                                           "flops")}
         print(json.dumps({**summary, "metrics": record["metrics"]}, indent=1))

@@ -61,6 +61,7 @@ class CellConfig:
     device: str = "cpu"             # cpu | cuda | cuda:N | auto
     threads: int = 0                # torch CPU threads; 0: auto, the idle cores (msl.threads.auto_threads)
     resume: int = 1                 # 1: save the training state at each validation and resume a cut-off run
+    nproc_per_node: int = 1         # processes (ranks) training the cell together, one per GPU (msl.distributed)
 
     def __post_init__(self):
         validate(self)
@@ -80,7 +81,12 @@ SCHEDULES = ("cosine", "wsd", "plateau")
 _HASHED_IF_SET = {"max_steps": 0, "eval_every": 0, "schedule": "cosine", "warmup_steps": 0,
                   "cooldown_frac": 0.2, "lr_decay": 0.3}
 # fields that say where results go rather than what is computed; they do not enter the cell id
-_NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume")
+_NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume", "nproc_per_node")
+# nproc_per_node says how the work is spread: the processes of a cell split each global batch of
+# `batch_size` and train on exactly the one-process run's batches, loss and gradients, summed in
+# another order (msl.distributed), so like `threads` it moves results by float32 round-off only
+# (tested to 1e-4 relative); a cell keeps its id, record and training state when it is re-run on
+# another machine layout, and its record says how many processes ran (`world_size`)
 DATASETS = ("emt", "emt-vdos")  # kinds of embedded dataset (msl.data.generate.KINDS, tested equal)
 
 
@@ -155,6 +161,7 @@ def validate(cfg: CellConfig) -> None:
         raise ValueError(f"lr_decay must lie in (0, 1), got {cfg.lr_decay!r}")
     if not 0 < cfg.cooldown_frac <= 1:
         raise ValueError(f"cooldown_frac must lie in (0, 1], got {cfg.cooldown_frac!r}")
+    _check_processes(cfg)
     if cfg.resume not in (0, 1):
         raise ValueError(f"resume must be 0 or 1, got {cfg.resume!r}")
     if cfg.dataset not in DATASETS:
@@ -167,3 +174,20 @@ def validate(cfg: CellConfig) -> None:
         raise ValueError(f"device {cfg.device!r} is not cpu, cuda, cuda:N or auto")
     check_size(cfg.model, cfg.size)
     check_task(table(cfg.targets), task(cfg.model))
+
+
+def _check_processes(cfg: CellConfig) -> None:
+    """``nproc_per_node`` against the rest of the config; the machine's devices are checked
+    where the cell runs (msl.distributed.check)."""
+    n = cfg.nproc_per_node
+    if n < 1:
+        raise ValueError(f"nproc_per_node must be at least 1, got {n!r}")
+    if cfg.batch_size % n:
+        raise ValueError(f"nproc_per_node={n} must divide batch_size={cfg.batch_size}: each "
+                         "process takes an equal part of every global batch")
+    if cfg.n_train < n:
+        raise ValueError(f"nproc_per_node={n} exceeds n_train={cfg.n_train}: every process "
+                         "needs at least one training structure")
+    if n > 1 and cfg.device.startswith("cuda:"):
+        raise ValueError(f"nproc_per_node={n} needs device 'cuda' or 'auto' (each process takes "
+                         f"its own GPU, cuda:LOCAL_RANK), got {cfg.device!r}")

@@ -19,6 +19,16 @@ Options (the grid's ``slurm:`` block, overridden key by key on the command line)
         qos: high
         account: matsci
 
+Cells with ``nproc_per_node`` = P > 1 (:mod:`msl.distributed`): the array asks for P tasks per
+cell on one node (``--ntasks-per-node=P``, so every cell of one submission must have the same P)
+and ``--cpus-per-cell`` CPUs for each; with ``--gpus-per-cell`` it must give each task a GPU
+(``gpus_per_cell >= P``). Task 0 runs the train notebook and writes the record, as for a
+one-process cell; the other tasks train with it (:meth:`CellTask.__call__`) and write nothing.
+The ranks find each other from Slurm's variables (``SLURM_PROCID``...). Not yet run on a real
+cluster (CI's Slurm tests run one-process cells); the same start-up is tested with two processes
+given Slurm's variables. Where task 0 skips its cell (another sweep holds it), the other tasks
+wait for it until the rendezvous times out (:data:`msl.distributed.TIMEOUT`).
+
 Preemption and time limits: Slurm sends USR2 (``--signal=USR2@90``) before it stops a task;
 the task is a :class:`submitit.helpers.Checkpointable`, so submitit requeues it
 (``scontrol requeue``) and it starts again from the cell's training state (saved at every
@@ -196,7 +206,10 @@ class CellTask(submitit.helpers.Checkpointable):
         from msl import sweep
 
         os.environ["MSL_DATA_DIR"] = self.data_dir
-        job_id = str(submitit.JobEnvironment().job_id)
+        env = submitit.JobEnvironment()
+        if env.global_rank > 0:  # a further process of a cell with nproc_per_node > 1
+            return _help_train(parameters, self.threads)
+        job_id = str(env.job_id)
         return sweep.execute(self.notebook, parameters, self.run_dir, self.threads, self.timeout,
                              claims_dir=self.claims_dir, token=self.token, job_id=job_id)
 
@@ -204,6 +217,35 @@ class CellTask(submitit.helpers.Checkpointable):
         """The same task with the same cell: the training state on disk
         (``checkpoints/<cell_id>.state.pt``, saved at every validation) carries the progress."""
         return submitit.helpers.DelayedSubmission(self, parameters)
+
+
+def _help_train(parameters: dict, threads: int) -> None:
+    """Slurm task 1, 2... of a multi-process cell: train beside task 0 (which runs the notebook,
+    claims the cell and writes its record), without a notebook, a claim or a record. Nothing to do
+    where the record is already finished (task 0 then skips the cell too)."""
+    from msl import cell, config, results
+
+    cfg = config.from_dict({**parameters, "threads": parameters.get("threads") or threads})
+    if cfg.record_dir and results.finished(cfg.record_dir, cfg.with_id().cell_id):
+        return None
+    os.environ.update(OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))
+    cell.run(cfg, progress=False)
+    return None
+
+
+def processes(todo: list, opts: Options) -> int:
+    """Slurm tasks per array task: the cells' ``nproc_per_node``, one value for the whole array
+    (sbatch takes one ``--ntasks-per-node``); ValueError where the cells disagree or where
+    ``gpus_per_cell`` cannot give each process a GPU."""
+    counts = sorted({cfg.nproc_per_node for cfg, _ in todo}) or [1]
+    if len(counts) > 1:
+        raise ValueError(f"the cells to submit have nproc_per_node {counts}; one Slurm array takes "
+                         "one --ntasks-per-node, so submit them from grids with one value each")
+    n = counts[0]
+    if n > 1 and 0 < opts.gpus_per_cell < n:
+        raise ValueError(f"nproc_per_node={n} needs a GPU per process, but gpus_per_cell is "
+                         f"{opts.gpus_per_cell}")
+    return n
 
 
 class SubmitError(RuntimeError):
@@ -221,7 +263,7 @@ class SlurmArray:
     def where(self) -> str:
         return f"as one Slurm job array ({self.opts.describe()})"
 
-    def _executor(self, grid):
+    def _executor(self, grid, todo: list):
         folder = grid.run_dir.resolve() / "slurm"
         try:
             ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=3,
@@ -236,6 +278,9 @@ class SlurmArray:
             params["mem"] = o.mem
         if o.gpus_per_cell:
             params["gpus_per_node"] = o.gpus_per_cell
+        n = processes(todo, o)
+        if n > 1:
+            params["ntasks_per_node"] = n
         if o.max_parallel:
             params["array_parallelism"] = o.max_parallel
         if o.sbatch:
@@ -248,7 +293,7 @@ class SlurmArray:
         GPU or other option that sbatch rejects stops here, before anything is written."""
         from submitit.slurm.slurm import _make_sbatch_string
 
-        ex = self._executor(grid)
+        ex = self._executor(grid, todo)
         text = _make_sbatch_string(command="true", folder=ex.folder,
                                    map_count=max(2, len(todo)), **ex.parameters)
         with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="msl-test-only-") as fh:
@@ -278,7 +323,7 @@ class SlurmArray:
         if not cells:
             return skipped
         try:
-            ex = self._executor(grid)
+            ex = self._executor(grid, todo)
             task = CellTask(str(sweep.notebook_path(grid)), str(grid.run_dir.resolve()),
                                         str(claims_dir), token, self.opts.cpus_per_cell, timeout,
                                         str(data_dir().resolve()))

@@ -159,7 +159,14 @@ class LocalPool:
         return f"on {self.workers} worker(s)"
 
     def prepare(self, grid: Grid, todo: list) -> None:
-        pass
+        """A cell's ``nproc_per_node`` above this machine's devices stops the sweep here, before
+        any cell runs (msl.distributed.check)."""
+        from msl.distributed import check
+        from msl.train import resolve_device
+
+        for cfg, _ in todo:
+            if cfg.nproc_per_node > 1:
+                check(cfg, resolve_device(cfg.device))
 
     def run(self, grid: Grid, todo: list, timeout: float | None, progress: bool) -> list[Outcome]:
         grid.run_dir.mkdir(parents=True, exist_ok=True)

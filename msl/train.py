@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 
 from msl import graph, targets
 from msl.config import CellConfig
+from msl import distributed  # several processes in one cell: the hooks marked "ranks" below
 
 DIVERGE_FACTOR = 1e4  # a training loss this many times above its first value counts as diverged
 MAX_EVALS = 12        # validation passes per run at most (every k-th epoch when epochs are many)
@@ -224,6 +225,7 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
                                          generator=generator, collate_fn=graph.collate,
                                          drop_last=len(train_graphs) > cfg.batch_size)
     p = plan(cfg, len(loader))
+    loader = distributed.shard(loader)  # ranks: each takes its part of every global batch
     result, phase = TrainResult(status="ok"), Phase()
     params = [q for q in model.parameters() if q.requires_grad]
     result.peak_lr = peak_lr(cfg, sum(q.numel() for q in params))
@@ -239,6 +241,7 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     step_seconds, epoch = 0.0, 0
     parts = {"model": model, "optimizer": optimizer, "scaler": scaler}
     saved = _load_state(checkpoint, cfg, p.epochs, parts, generator)
+    net = distributed.wrap(model)  # ranks: DistributedDataParallel for the training forward
     if saved is not None:
         epoch = result.resumed_from_epoch = result.epochs_run = saved["epoch"]
         result.history, result.steps, result.best_epoch = saved["history"], saved["steps"], saved["best_epoch"]
@@ -258,9 +261,9 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
             for group in optimizer.param_groups:
                 group["lr"] = result.peak_lr * lr_at(cfg, p, phase, result.steps)
             with _autocast(device, cfg.precision):
-                out = model(batch, **needs)
-                loss = targets.loss(out, batch, scales, terms)
-            value = float(loss.detach())
+                out = net(batch, **needs)
+                loss = targets.loss(out, batch, scales, distributed.weigh(terms, out, batch))
+            value, n_atoms, n_structures = distributed.totals(loss, batch)  # ranks: summed
             first_loss = value if first_loss is None else first_loss
             if not math.isfinite(value) or value > DIVERGE_FACTOR * max(first_loss, 1e-12):
                 result.status, result.message = "diverged", f"training loss {value:.3g} at step {result.steps}"
@@ -275,10 +278,10 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
             scaler.step(optimizer)
             scaler.update()
             result.steps += 1
-            atoms_seen += batch.num_nodes
-            structures_seen += batch.num_graphs
-            train_sum += value * batch.cell.shape[0]
-            n_seen += batch.cell.shape[0]
+            atoms_seen += n_atoms
+            structures_seen += n_structures
+            train_sum += value * n_structures
+            n_seen += n_structures
             bar.update()
         step_seconds += time.perf_counter() - epoch_start
         if result.status != "ok":
@@ -290,7 +293,8 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
         at_cap = not cooling and epoch >= p.epochs
         if epoch % p.eval_every and not (at_cap or cooled):
             continue
-        val = evaluate(model, val_graphs, eval_scales or scales, terms, cfg, "val", device)
+        val = distributed.agree(evaluate(model, val_graphs, eval_scales or scales, terms, cfg,
+                                         "val", device))
         result.history.append({"epoch": epoch, "step": result.steps,
                                "train/loss": train_sum / max(n_seen, 1),
                                "lr": result.peak_lr * lr_at(cfg, p, phase, result.steps), **val})
@@ -345,7 +349,7 @@ def _state_key(cfg: CellConfig, epochs: int) -> dict:
 
 
 def _save_state(path, cfg, epochs, parts, generator, progress_state) -> None:
-    if path is None:
+    if path is None or distributed.rank() != 0:  # rank 0 writes; every rank reads
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ def test_defaults_validate_and_id_is_stable():
 def test_id_ignores_where_results_go_but_not_what_is_computed():
     base = CellConfig().with_id().cell_id
     assert config.from_dict({"record_dir": "/tmp/x", "study": "s"}).with_id().cell_id == base
+    assert config.from_dict({"nproc_per_node": 2}).with_id().cell_id == base  # msl.distributed
     assert config.from_dict({"max_lr": 1e-3}).with_id().cell_id != base
 
 
@@ -41,6 +42,10 @@ def test_id_ignores_where_results_go_but_not_what_is_computed():
     ({"resume": 2}, "resume"),
     ({"n_train": "ten"}, "n_train"),
     ({"learning_rate": 1e-3}, "learning_rate"),
+    ({"nproc_per_node": 0}, "nproc_per_node must be at least 1, got 0"),
+    ({"nproc_per_node": 3}, "nproc_per_node=3 must divide batch_size=16"),
+    ({"nproc_per_node": 4, "n_train": 2}, "nproc_per_node=4 exceeds n_train=2"),
+    ({"nproc_per_node": 2, "device": "cuda:1"}, "nproc_per_node=2 needs device 'cuda' or 'auto'"),
 ])
 def test_bad_values_name_themselves(values, word):
     with pytest.raises(ValueError, match=word):
