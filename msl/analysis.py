@@ -22,7 +22,6 @@ X_LABEL = {"n_train": "D (training structures)", "n_params": "N (parameters)",
            "flops": "C (training FLOPs)"}
 MIN_FIT_POINTS = 5        # as msl.convergence.MIN_POINTS: no law from fewer points
 FORCE_LEARNT = 0.5        # force MAE below this fraction of the zero-force baseline: learns forces
-BUDGET_TOLERANCE = 0.05   # |L(2E) - L(E)| / L(E) below this counts as converged
 METRICS = ("loss", "energy_mae", "forces_mae", "stress_mae", "spectrum_mae", "scalar_mae",
            "forces_mae_zero")
 FORMS_1D = {  # the 1D laws compared by AICc: Großmann et al.'s three, plus BNSL with one break
@@ -95,63 +94,6 @@ def fit_scan(df: pd.DataFrame, grid: Grid, scan: str, metric: str = "val/loss") 
         result = fit.power_law(x, y, space="log")
         sigma = None
     return ScanFit(scan, x_name, x, y, sigma, result)
-
-
-def budget_check(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
-    """For each scan with ``budget_check``: the loss at both ends of its axis with the grid's
-    budget and with ``budget_check`` times the epochs and minimum steps, the relative change, and
-    whether it is below ``BUDGET_TOLERANCE``."""
-    rows = []
-    for name, spec in grid.scans.items():
-        if not spec.get("budget_check"):
-            continue
-        axis = spec["axis"]
-        base = df[(df.scan == name) & (df.status == "ok")]
-        longer = df[(df.scan == f"{name}/budget") & (df.status == "ok")]
-        for end in (min(spec[axis]), max(spec[axis])):
-            for seed in sorted(base.seed.unique()):
-                a = base[(base[axis] == end) & (base.seed == seed)]
-                b = longer[(longer[axis] == end) & (longer.seed == seed)]
-                if a.empty or b.empty:
-                    continue
-                loss_a, loss_b = float(a["val/loss"].iloc[0]), float(b["val/loss"].iloc[0])
-                change = (loss_b - loss_a) / loss_a
-                rows.append({"scan": name, "axis": AXIS_X.get(axis, axis),
-                             "value": a[AXIS_X.get(axis, axis)].iloc[0], "seed": seed,
-                             "epochs": int(a.epochs.iloc[0]), "steps": a.steps.iloc[0],
-                             "val/loss": loss_a, "epochs (longer)": int(b.epochs.iloc[0]),
-                             "steps (longer)": b.steps.iloc[0], "val/loss (longer)": loss_b,
-                             "relative change": change,
-                             "converged (<5%)": abs(change) < BUDGET_TOLERANCE})
-    return pd.DataFrame(rows)
-
-
-def fits_table(fits: dict[str, ScanFit]) -> pd.DataFrame:
-    """One row per scan: range, points, fitted exponent and x0 ± one standard error (or
-    "undetermined" with the reason, ``FitResult.shown``), AICc."""
-    rows = []
-    for name, f in fits.items():
-        r = f.result
-        rows.append({"scan": name, "x": X_LABEL.get(f.x_name, f.x_name),
-                     "range": f"{f.x.min():.3g} – {f.x.max():.3g}", "points": len(f.x),
-                     "alpha": r.shown("alpha"), "x0": r.shown("x0"),
-                     "AICc": display.round_criterion(r.aicc, display.AICC_DECIMALS)})
-    return pd.DataFrame(rows).set_index("scan")
-
-
-def budget_verdict(checks: pd.DataFrame) -> str:
-    """One plain sentence on whether the scans' end points are converged."""
-    if checks.empty:
-        return "this study has no budget checks, so convergence is not established"
-    passed = int(checks["converged (<5%)"].sum())
-    changes = checks["relative change"].abs()
-    span = f"{changes.min():.0%} to {changes.max():.0%}"
-    if passed == len(checks):
-        return (f"all {len(checks)} end points moved by less than 5% with twice the budget "
-                f"({span}): the fitted exponents describe converged models")
-    return (f"{passed} of {len(checks)} end points are converged; with twice the budget the loss "
-            f"moved by {span}, so these exponents describe this training budget, not converged "
-            f"models (more steps would lower every point, and not by the same factor)")
 
 
 def scan_names(grid: Grid, axis: str | None = None, model: str | None = None,

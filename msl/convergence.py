@@ -30,17 +30,17 @@ is not a point on a scaling curve. This module turns a study's records into
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from msl import fit
+from msl.analysis import AXIS_X, scan_names
 from msl.grid import Grid
 
 TOLERANCE = 0.05      # (L(2x budget) - L) / L above -TOLERANCE: converged (more training does not lower it)
 MIN_POINTS = 5        # a fit is shown only with at least this many converged points
-AXIS_X = {"n_train": "n_train", "size": "n_params"}  # scanned parameter -> x of the fit
 N_BOOT = 1000         # bootstrap resamples for the prediction intervals
 
 
@@ -271,6 +271,7 @@ class Report:
     fitted: dict            # :func:`fit_scans` of those scans
     good: set               # :func:`converged_ids`
     records: dict           # every record by cell id (for the training curves)
+    grid: Grid
 
     @property
     def verdict(self) -> str:
@@ -284,9 +285,7 @@ class Report:
 
     def x_labels(self, labels: dict) -> dict:
         """Axis label of every fitted scan, from ``labels`` keyed by the fit's x (n_train, n_params)."""
-        return {name: labels[AXIS_X[self.grid_axes[name]]] for name in self.fitted}
-
-    grid_axes: dict = field(default_factory=dict)
+        return {name: labels[AXIS_X[self.grid.axis(name)]] for name in self.fitted}
 
 
 def report(grid: Grid) -> Report:
@@ -297,10 +296,7 @@ def report(grid: Grid) -> Report:
 
     df = frame(grid)
     checked = checks(df, grid)
-    scans = [name for name, spec in grid.scans.items() if spec["axis"] in AXIS_X
-             and not (isinstance({**grid.fixed, **spec}.get("size"), list)
-                      and isinstance({**grid.fixed, **spec}.get("n_train"), list))]
+    scans = [name for name in scan_names(grid) if grid.axis(name) in AXIS_X]
     return Report(frame=df, checks=checked, scans=scans, fitted=fit_scans(df, grid, scans, checked),
                   good=converged_ids(df, grid, checked),
-                  records={r["cell_id"]: r for r in results.load(grid.study_dir)},
-                  grid_axes={name: grid.axis(name) for name in scans})
+                  records={r["cell_id"]: r for r in results.load(grid.study_dir)}, grid=grid)

@@ -177,7 +177,7 @@ class LocalPool:
         with ProcessPoolExecutor(max_workers=self.workers) as pool:
             futures = [pool.submit(execute, notebook, parameters(grid, cfg),
                                    str(grid.run_dir.resolve()), threads, timeout, claims_dir)
-                       for cfg, _ in todo]
+                       for cfg, _ in longest_first(todo)]
             bar = tqdm(total=len(futures), desc=f"sweep {grid.study}", unit="cell",
                        disable=not progress)
             try:
@@ -190,6 +190,17 @@ class LocalPool:
             finally:
                 bar.close()
         return outcomes
+
+
+def longest_first(todo: list) -> list:
+    """``todo`` with the cells expected to take longest first, so that no long cell starts last
+    while the other workers idle (longest-processing-time scheduling; the order changes no
+    result). Expected length, in order: step cap (or epochs), patience, rung, D: the budget
+    checks (twice the cap and patience) first, the short learning-rate scans last."""
+    def length(item):
+        cfg = item[0]
+        return (cfg.max_steps or cfg.epochs, cfg.patience, cfg.size, cfg.n_train)
+    return sorted(todo, key=length, reverse=True)
 
 
 def report(bar, outcomes: list, outcome: Outcome) -> None:

@@ -43,33 +43,12 @@ def test_seed_spread_becomes_sigma(tmp_path):
     assert result.alpha[0] == pytest.approx(0.3, abs=4 * result.alpha[1] + 0.02)
 
 
-@pytest.mark.parametrize("longer, passed", [(1.01, True), (0.9, False)])
-def test_budget_check_flags_runs_that_still_improve(tmp_path, longer, passed):
-    g = make_study(tmp_path, longer=longer)
-    checks = analysis.budget_check(analysis.table(g), g)
-    assert list(checks["value"]) == [50, 800] and set(checks["axis"]) == {"n_train"}
-    assert list(checks["epochs (longer)"]) == [20, 20]
-    assert checks["relative change"].to_numpy() == pytest.approx(longer - 1)
-    assert checks["converged (<5%)"].all() == passed
-    verdict = analysis.budget_verdict(checks)
-    assert verdict.startswith("all 2") if passed else verdict.startswith("0 of 2")
-
-
 def test_fit_needs_two_finished_points(tmp_path):
     g = make_study(tmp_path)
     df = analysis.table(g)
     df.loc[df.n_train != 50, "status"] = "failed"
     with pytest.raises(ValueError, match="1 finished point"):
         analysis.fit_scan(df, g, "data")
-
-
-def test_fits_table_shows_rounded_strings_or_undetermined(tmp_path):
-    g = make_study(tmp_path, alpha=0.3, seeds=(0, 1, 2), noise=0.05)
-    fits = {"data": analysis.fit_scan(analysis.table(g), g, "data")}
-    row = analysis.fits_table(fits).loc["data"]
-    r = fits["data"].result
-    assert row["alpha"] == r.shown("alpha") and " ± " in row["alpha"]
-    assert row["AICc"] == round(r.aicc, 1)
 
 
 def test_break_verdict_names_no_digits_of_a_break_outside_the_data(tmp_path):

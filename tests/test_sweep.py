@@ -138,3 +138,16 @@ def test_a_cell_that_fails_is_reported_and_runs_again_next_time(study, tiny_pool
     assert {s.state for s in states} == {"failed"} and all("Timeout" in s.detail or "timed out"
                                                          in s.detail.lower() for s in states)
     assert not list((study / "claims").glob("*.claim"))
+
+
+def test_longest_cells_start_first_and_the_order_keeps_every_cell():
+    g = grid.load(Path(__file__).parent.parent / "book" / "default")
+    todo = g.cells()
+    ordered = sweep.longest_first(todo)
+    assert sorted(c.cell_id for c, _ in ordered) == sorted(c.cell_id for c, _ in todo)
+    scans = [s[0] for _, s in ordered]
+    n_checks = sum(s.endswith("/budget") for s in scans)
+    assert n_checks == 4 and all(s.endswith("/budget") for s in scans[:n_checks])
+    assert all(s.startswith("lr_") for s in scans[-6:])   # the short learning-rate scans last
+    sizes = [c.size for c, s in ordered if s[0] == "params"]
+    assert sizes == sorted(sizes, reverse=True)

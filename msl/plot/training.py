@@ -68,23 +68,28 @@ def converged_points(ax, points, *, color="C0"):
     return ax
 
 
+def _panels(n: int, width: float, height: float, per_row: int):
+    """A figure of ``n`` panels, ``per_row`` to a row (panels past ``n`` hidden): (fig, axes)."""
+    rows, cols = -(-n // per_row), min(per_row, n)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), layout="constrained",
+                             squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)[:n]
+
+
 def curves_figure(study, frame, scans, records, *, width=4.6, per_row=3):
     """One panel of :func:`scan_curves` per scan in ``scans`` (``frame``: the study's
     :func:`msl.convergence.frame`; ``records``: its records by cell id). Returns the figure."""
-    from msl.convergence import AXIS_X
+    from msl.analysis import AXIS_X
 
-    rows = -(-len(scans) // per_row)
-    cols = min(per_row, len(scans))
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.5 * rows), layout="constrained",
-                             squeeze=False)
-    for ax, name in zip(axes.flat, scans):
+    fig, axes = _panels(len(scans), width, 3.5, per_row)
+    for ax, name in zip(axes, scans):
         axis = AXIS_X.get(study.axis(name), study.axis(name))
         part = frame[(frame.scan == name) & (frame.status == "ok")]
         scan_curves(ax, [(getattr(r, axis), records[r.cell_id]) for r in part.itertuples()],
                     x_label={"n_train": "D", "n_params": "N"}.get(axis, axis))
         ax.set_title(name, fontsize=10)
-    for ax in list(axes.flat)[len(scans):]:
-        ax.set_visible(False)
     return fig
 
 
@@ -94,11 +99,8 @@ def fits_figure(fitted, x_labels, *, width=4.6, per_row=3):
     per scan. Returns the figure."""
     from msl.plot import scaling
 
-    rows = -(-len(fitted) // per_row)
-    cols = min(per_row, len(fitted))
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.7 * rows), layout="constrained",
-                             squeeze=False)
-    for ax, (name, (pts, result, _)) in zip(axes.flat, fitted.items()):
+    fig, axes = _panels(len(fitted), width, 3.7, per_row)
+    for ax, (name, (pts, result, _)) in zip(axes, fitted.items()):
         converged_points(ax, pts)
         if result is not None:
             good = pts[pts.converged].groupby("x")["val/loss"].mean()
@@ -107,6 +109,4 @@ def fits_figure(fitted, x_labels, *, width=4.6, per_row=3):
         ax.set_ylabel("validation loss L")
         ax.set_title(f"{name}: {result.stated('alpha') if result else 'no fit'}", fontsize=9)
         ax.legend(frameon=False, fontsize=7)
-    for ax in list(axes.flat)[len(fitted):]:
-        ax.set_visible(False)
     return fig
