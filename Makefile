@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-STUDIES ?= book/default book/spectral book/trikha
+STUDIES ?= book/default book/chgnet book/spectral book/trikha
 WORKERS ?= 2
 # generated datasets and graph caches (the embedded dataset is generated here on first use)
 export MSL_DATA_DIR ?= $(CURDIR)/data
@@ -72,7 +72,7 @@ test: install
 
 # Maintainers: refresh the committed CI-study records and the notebooks' stored outputs (which
 # `pytest --nbval` compares against a fresh execution) after changing msl or the notebooks.
-FIXTURES ?= tests/fixtures/study tests/fixtures/spectral tests/fixtures/trikha
+FIXTURES ?= tests/fixtures/study tests/fixtures/chgnet tests/fixtures/spectral tests/fixtures/trikha
 fixtures: install
 	for f in $(FIXTURES); do rm -rf $$f/records $$f/runs $$f/checkpoints && \
 	  $(BIN)/msl sweep $$f --workers $(WORKERS) && rm -rf $$f/runs $$f/checkpoints || exit 1; done
@@ -80,6 +80,6 @@ fixtures: install
 # OMP_NUM_THREADS=2 as conftest.py sets it for nbval, so that the train notebook's stored output
 # does not depend on the machine's load (msl.train.auto_threads)
 notebooks: install
-	cd notebooks && export OMP_NUM_THREADS=2 && for nb in train analysis data published spectral trikha; do \
+	cd notebooks && export OMP_NUM_THREADS=2 && for nb in train analysis data chgnet published spectral trikha; do \
 	  ../$(BIN)/jupytext --to ipynb $$nb.py -q && \
 	  ../$(BIN)/papermill $$nb.ipynb $$nb.ipynb -k python3 --cwd . --no-progress-bar || exit 1; done

@@ -300,3 +300,34 @@ def report(grid: Grid) -> Report:
     return Report(frame=df, checks=checked, scans=scans, fitted=fit_scans(df, grid, scans, checked),
                   good=converged_ids(df, grid, checked),
                   records={r["cell_id"]: r for r in results.load(grid.study_dir)}, grid=grid)
+
+
+def exponents(report: Report) -> dict:
+    """{"alpha_D": ..., "alpha_N": ...} of a study's converged fits as the book shows them
+    (:meth:`msl.fit.FitResult.shown`, or "not fitted" with the reason), each with its range:
+    the scans along D and along N of :func:`report`, first of each kind."""
+    out = {}
+    for name, (pts, result, why) in report.fitted.items():
+        key = {"n_train": "alpha_D", "size": "alpha_N"}[report.grid.axis(name)]
+        if key not in out:
+            shown = result.shown("alpha") if result else f"not fitted ({why})"
+            out[key] = (shown, f"{pts.x.min():,.0f} – {pts.x.max():,.0f}")
+    return out
+
+
+def exponent_table(reports: dict, published: dict | None = None) -> pd.DataFrame:
+    """One row per study of ``reports`` ({label: :class:`Report`}): alpha_D and alpha_N with their
+    ranges; then one row per ``published`` entry ({label: {"alpha_D": value, "alpha_N": value}},
+    printed values without uncertainties, shown as printed)."""
+    rows = []
+    for label, rep in reports.items():
+        found = exponents(rep)
+        row = {"source": label}
+        for key, x in (("alpha_D", "D"), ("alpha_N", "N")):
+            shown, span = found.get(key, ("no scan", ""))
+            row.update({key: shown, f"{x} range": span})
+        rows.append(row)
+    for label, values in (published or {}).items():
+        rows.append({"source": label, "alpha_D": values.get("alpha_D", ""), "D range": "",
+                     "alpha_N": values.get("alpha_N", ""), "N range": ""})
+    return pd.DataFrame(rows).set_index("source")

@@ -80,3 +80,16 @@ def test_a_longer_run_that_ends_higher_is_not_a_failure_but_is_named(tmp_path):
     text = convergence.verdict(checked)
     assert text.startswith("6 of 6 end-point checks converged")
     assert "ended higher" in text and "n_train = 1280 (seed 1, +11%)" in text
+
+
+def test_exponent_table_shows_fitted_or_why_not_and_published_as_printed(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    good = convergence.report(make_study(tmp_path / "a"))
+    bad = convergence.report(make_study(tmp_path / "b", cap_ended=(80, 160, 320)))
+    table = convergence.exponent_table({"good": good, "bad": bad},
+                                       {"paper": {"alpha_D": 0.242, "alpha_N": 0.383}})
+    assert table.loc["good", "alpha_D"] == good.fitted["data"][1].shown("alpha")
+    assert " ± " in table.loc["good", "alpha_D"] and table.loc["good", "D range"] == "20 – 1,280"
+    assert table.loc["bad", "alpha_D"].startswith("not fitted (only 4 converged point(s)")
+    assert table.loc["good", "alpha_N"] == "no scan"
+    assert table.loc["paper", "alpha_D"] == 0.242 and table.loc["paper", "alpha_N"] == 0.383
