@@ -33,18 +33,20 @@ $(STAMP): pyproject.toml requirements.lock
 
 # Maintainers: re-pin requirements.lock after changing pyproject.toml's dependencies, and commit
 # the new lock in the same commit. Resolves from pyproject.toml in a throwaway venv (torch first
-# and alone, then the project), then freezes every installed package but pip and msl.
+# and alone, then the project with its optional extras, so that `make install` installs them
+# too), then freezes every installed package but pip and msl.
+EXTRAS := chgnet
 lock:
 	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; py="$$tmp/venv/bin/python"; \
 	"$$py" -m pip install --quiet "$(PIP_PIN)"; \
 	"$$py" -m pip install --quiet "$(TORCH_PIN)"; \
-	"$$py" -m pip install --quiet -e .; \
+	"$$py" -m pip install --quiet -e ".[$(EXTRAS)]"; \
 	"$$py" -m pip check; \
 	plat=$$("$$py" -c 'import platform as p, sys; print(f"{p.python_implementation()} {sys.version_info[0]}.{sys.version_info[1]} on {p.system()} {p.machine()}")'); \
 	{ echo "# Every package of msl's environment, direct and transitive, pinned exactly; for $$plat."; \
 	  echo "# Produced by \`make lock\` from pyproject.toml: in a throwaway venv, $(PIP_PIN), then"; \
-	  echo "# \`pip install $(TORCH_PIN)\` alone, then \`pip install -e .\`, then"; \
+	  echo "# \`pip install $(TORCH_PIN)\` alone, then \`pip install -e .[$(EXTRAS)]\`, then"; \
 	  echo "# \`pip freeze --all --exclude-editable\` less pip (pinned in the Makefile) and msl, with"; \
 	  echo "# torch's local label (+cpu) dropped so that a GPU machine gets PyPI's build."; \
 	  echo "# Refresh: change pyproject.toml, run \`make lock\`, commit this file in the same commit."; \

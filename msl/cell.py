@@ -42,7 +42,7 @@ def data_dir() -> Path:
 
 
 def dataset_path(cfg: CellConfig, progress: bool = True) -> Path:
-    """The file the cell reads: ``data_path`` if given, else the (cached) embedded EMT set."""
+    """The file the cell reads: ``data_path`` if given, else the (cached) embedded set ``dataset``."""
     if cfg.data_path:
         path = Path(cfg.data_path).expanduser()
         if not path.exists():

@@ -58,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("grid", help="book/<study>/grid.yaml or its folder")
     p = sub.add_parser("analyse", help="execute the data and analysis notebooks of a study (no training)")
     p.add_argument("grid", help="book/<study>/grid.yaml or its folder")
-    p = sub.add_parser("data", help="generate the embedded EMT dataset")
+    p = sub.add_parser("data", help="generate an embedded dataset")
     p.add_argument("--n", type=int, required=True, help="structures to generate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--kind", default="emt", help="emt (4-32 atoms) or emt-vdos (4-8 atoms with "
-                   "vibrational spectra)")
+    p.add_argument("--kind", default="emt", help="emt (4-32 atoms), emt-vdos (4-8 atoms with "
+                   "vibrational spectra) or chgnet (4-16-atom crystals of 59 elements labelled by "
+                   "CHGNet; needs `pip install chgnet==0.4.2`)")
     p.add_argument("--out", default=None, help="output .aselmdb (default: the cache folder)")
     return parser
 
@@ -172,8 +173,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"msl: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, ImportError) as err:  # ImportError: e.g. chgnet,
+        print(f"msl: error: {err}", file=sys.stderr)               # an optional package
         return 2
     except KeyboardInterrupt:
         print("msl: interrupted; finished cells are kept, run the same command to resume",

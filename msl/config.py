@@ -24,7 +24,7 @@ class CellConfig:
     record_dir: str = ""            # folder for the JSON record; empty: write no record
     # data
     data_path: str = ""             # .aselmdb file/folder, ASE .db or extxyz; empty: embedded EMT set
-    dataset: str = "emt"            # embedded set only: emt (4-32 atoms) | emt-vdos (4-8 atoms + spectra)
+    dataset: str = "emt"            # embedded set only: emt (4-32 atoms) | emt-vdos (4-8 atoms + spectra) | chgnet (4-16 atoms, 59 elements)
     pool_size: int = 300            # embedded set only: structures generated (cached by size+seed)
     data_seed: int = 0              # embedded set only: generation seed
     n_val: int = 50                 # fixed validation structures
@@ -87,7 +87,7 @@ _NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume", "nproc_per
 # another order (msl.distributed), so like `threads` it moves results by float32 round-off only
 # (tested to 1e-4 relative); a cell keeps its id, record and training state when it is re-run on
 # another machine layout, and its record says how many processes ran (`world_size`)
-DATASETS = ("emt", "emt-vdos")  # kinds of embedded dataset (msl.data.generate.KINDS, tested equal)
+DATASETS = ("emt", "emt-vdos", "chgnet")  # kinds of embedded dataset (msl.data.generate.KINDS, tested equal)
 
 
 def from_dict(values: dict) -> CellConfig:

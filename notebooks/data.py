@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 data_path = ""  # .aselmdb file/folder, ASE .db or extxyz; empty: embedded EMT set
-dataset = "emt"  # embedded set only: emt (4-32 atoms) | emt-vdos (4-8 atoms + spectra)
+dataset = "emt"  # embedded set only: emt (4-32 atoms) | emt-vdos (4-8 atoms + spectra) | chgnet (4-16 atoms, 59 elements)
 pool_size = 300  # embedded set only: structures generated (cached by size+seed)
 data_seed = 0  # embedded set only: generation seed
 

@@ -38,8 +38,10 @@ def _lock() -> dict[str, tuple[str, str]]:
 
 
 def _dependencies() -> list[Requirement]:
+    """pyproject's dependencies and those of its optional extras (`make lock` locks them all)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(d) for d in project["dependencies"]]
+    extras = [d for deps in project.get("optional-dependencies", {}).values() for d in deps]
+    return [Requirement(d) for d in project["dependencies"] + extras]
 
 
 def test_lock_pins_every_package_exactly_and_once():

@@ -1,9 +1,12 @@
-"""Data: the embedded EMT dataset, readers for real datasets, and nested training subsets.
+"""Data: the embedded datasets, readers for real datasets, and nested training subsets.
 
 ``Structures`` is the data-key contract (shapes and units in :mod:`msl.data.structures`);
-``embedded``/``generate`` make the default dataset (``kind="emt-vdos"`` adds a vibrational
-spectrum and a scalar, computed by :mod:`msl.data.spectra`); ``read`` loads any supported file
-into ``Structures``; ``split`` fixes validation/test sets and nested training subsets.
+``embedded``/``generate`` make the embedded datasets of :data:`KINDS`: EMT alloys by default
+(``kind="emt-vdos"`` adds a vibrational spectrum and a scalar, computed by
+:mod:`msl.data.spectra`), CHGNet-labelled crystal prototypes with ``kind="chgnet"``
+(:mod:`msl.data.chgnet`; :mod:`msl.data.store` writes and caches every kind); ``read`` loads
+any supported file into ``Structures``; ``split`` fixes validation/test sets and nested training
+subsets.
 """
 
 from msl.data import spectra

@@ -28,7 +28,9 @@ own stream ``np.random.SeedSequence([seed, i])``, so the result does not depend 
 Every row also stores ``data`` = {sid, candidate, lattice, rattle, rattle_sigma (Å),
 temperature (K, NaN unless thermal), d_nn (Å), d_min_ratio} for provenance.
 
-Kinds (:data:`KINDS`; the kind and its overrides are part of the recipe, so caches never mix):
+Kinds (:data:`KINDS`; the kind and its overrides are part of the recipe, so caches never mix;
+``"chgnet"``, CHGNet-labelled crystal prototypes across the periodic table, has its own recipe in
+:mod:`msl.data.chgnet`):
 
 * ``"emt"``: the recipe above; energy, forces, stress.
 * ``"emt-vdos"``: small cells, 4 to 8 atoms (feasible sizes 4, 6, 8), otherwise the same
@@ -43,21 +45,15 @@ Kinds (:data:`KINDS`; the kind and its overrides are part of the recipe, so cach
 
 from __future__ import annotations
 
-import json
 import math
-import multiprocessing
 import os
-import platform
-import socket
 import time
-from contextlib import contextmanager
-from functools import lru_cache
-from importlib import metadata
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 
-from msl.data import spectra
+from msl.data import chgnet, spectra, store
 
 ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 RECIPE = {                      # the sampling recipe; any change here invalidates cached datasets
@@ -74,10 +70,12 @@ RECIPE = {                      # the sampling recipe; any change here invalidat
     "min_distance_ratio": 0.6,    # keep d_min / d_nn >= this
     "max_force": 20.0,            # eV/Å, keep max |F| <= this
 }
-KINDS = {                      # kind: how its recipe differs from RECIPE
+EMT_KINDS = {                  # kind: how its recipe differs from RECIPE
     "emt": {},
     "emt-vdos": {"max_atoms": 8, "spectrum": spectra.SETTINGS},
 }
+KINDS = (*EMT_KINDS, "chgnet")  # every embedded kind; "chgnet" is msl.data.chgnet's own recipe
+PACKAGES = ("msl", "ase", "numpy", "matscipy", "lmdb")  # versions recorded in the sidecar
 _RATTLES = ("thermal", "large", "none")
 _LATTICES = {  # name: (structure, cubic, atoms in the cell, d_nn / a_fcc)
     "fcc-primitive": ("fcc", False, 1, 2 ** -0.5),
@@ -89,10 +87,11 @@ _LATTICES = {  # name: (structure, cubic, atoms in the cell, d_nn / a_fcc)
 
 
 def recipe(kind: str = "emt") -> dict:
-    """The full recipe of ``kind``: :data:`RECIPE` with the kind's overrides and its name."""
-    if kind not in KINDS:
+    """The full recipe of EMT ``kind``: :data:`RECIPE` with the kind's overrides and its name
+    (``"chgnet"``'s is :data:`msl.data.chgnet.RECIPE`)."""
+    if kind not in EMT_KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; kinds: {', '.join(KINDS)}")
-    return {"kind": kind, **RECIPE, **KINDS[kind]}
+    return {"kind": kind, **RECIPE, **EMT_KINDS[kind]}
 
 
 @lru_cache(maxsize=None)
@@ -159,7 +158,7 @@ def candidate(seed: int, i: int, elements=ELEMENTS, kind: str = "emt"):
     """Build, filter and label candidate ``i`` of ``kind``: ``(status, payload)``.
 
     ``status`` is ``"ok"`` (payload: dict of arrays and provenance; for ``emt-vdos`` also
-    ``"spectral"``, the dict of :func:`msl.data.spectra.vdos`), ``"distance"`` or ``"force"``
+    ``"data"``, the dict of :func:`msl.data.spectra.vdos`), ``"distance"`` or ``"force"``
     (rejected by the filter; payload None).
     """
     from ase.calculators.emt import EMT
@@ -180,71 +179,12 @@ def candidate(seed: int, i: int, elements=ELEMENTS, kind: str = "emt"):
         "stress": atoms.get_stress(voigt=False), "info": {"candidate": i, **info},
     }
     if rules.get("spectrum"):
-        payload["spectral"] = spectra.vdos(atoms, atoms.calc)  # same EMT instance, 6N more calls
+        payload["data"] = spectra.vdos(atoms, atoms.calc)  # same EMT instance, 6N more calls
     return "ok", payload
 
 
-def _candidate_star(args):
-    return candidate(*args)
-
-
-def _context():
-    """fork where available: unlike spawn, it does not re-run an unguarded ``__main__`` script
-    in every worker (which would hang), and it starts in milliseconds."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-
-
-def _accepted(n_structures: int, seed: int, elements, workers: int, tally: dict,
-              kind: str = "emt"):
-    """Yield the payloads of accepted candidates in order of i until ``n_structures`` passed."""
-    pool = _context().Pool(workers) if workers > 1 else None
-    try:
-        start, n_ok = 0, 0
-        while n_ok < n_structures:
-            block = int((n_structures - n_ok) / 0.85) + 4 * workers  # ~87 % pass the filter
-            tasks = ((seed, i, tuple(elements), kind) for i in range(start, start + block))
-            chunk = max(1, min(16, block // (8 * workers)))
-            results = pool.imap(_candidate_star, tasks, chunk) if pool else map(_candidate_star, tasks)
-            for status, payload in results:
-                tally[status] = tally.get(status, 0) + 1
-                if status == "ok":
-                    n_ok += 1
-                    yield payload
-                    if n_ok == n_structures:
-                        return
-            start += block
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-
-
-def _write_rows(db, payloads, seed: int, on_row=lambda: None, kind: str = "emt") -> int:
-    """Write accepted payloads to an open ASE database; return the total number of atoms."""
-    from ase import Atoms
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    n_atoms = 0
-    for p in payloads:
-        atoms = Atoms(numbers=p["numbers"], positions=p["positions"], cell=p["cell"], pbc=True)
-        atoms.calc = SinglePointCalculator(atoms, energy=p["energy"], forces=p["forces"],
-                                           stress=p["stress"].reshape(3, 3))
-        sid = f"{kind}-alloys-seed{seed}-{p['info']['candidate']}"
-        db.write(atoms, data={"sid": sid, **p["info"], **p.get("spectral", {})})
-        n_atoms += len(atoms)
-        on_row()
-    return n_atoms
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("msl", "ase", "numpy", "matscipy", "lmdb"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+def _label(seed: int, elements, kind: str, start: int, stop: int) -> list:
+    return [candidate(seed, i, elements, kind) for i in range(start, stop)]
 
 
 def _settings(n_structures: int, seed: int, elements, kind: str = "emt") -> dict:
@@ -252,46 +192,24 @@ def _settings(n_structures: int, seed: int, elements, kind: str = "emt") -> dict
             "seed": int(seed), "elements": list(elements), **recipe(kind)}
 
 
-def _temp_name(path: Path) -> Path:
-    return path.parent / f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp"
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Remove temp files of killed generations of ``path`` on this host (their pid is gone)."""
-    host = socket.gethostname()
-    for tmp in path.parent.glob(f".{path.name}.{host}.*.tmp*"):
-        pid = tmp.name[len(f".{path.name}.{host}."):].split(".")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass  # alive, someone else's
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = _temp_name(path)
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
              elements=ELEMENTS, progress: bool = True, kind: str = "emt") -> Path:
-    """Generate ``n_structures`` EMT-labelled alloys of ``kind`` (recipe, filter, kinds: module
-    docstring). An unknown ``kind`` raises ``ValueError`` listing :data:`KINDS`.
+    """Generate ``n_structures`` labelled structures of ``kind`` (recipe, filter, kinds: module
+    docstring; ``kind="chgnet"`` is :func:`msl.data.chgnet.generate`, which takes no
+    ``elements``). An unknown ``kind`` raises ``ValueError`` listing :data:`KINDS`.
 
     Writes an ASE database ``path`` (``.aselmdb``, OMat24's format) and a sidecar
     ``<path>.json`` with the settings, counts, throughput and package versions. The output depends
     only on ``(n_structures, seed, elements, kind)``, not on ``workers`` (processes; default
     ``os.cpu_count()``). The database is written to a temp file in the same folder and renamed,
-    so an interrupted run never leaves a partial file at ``path``. Returns ``path``.
+    so an interrupted run never leaves a partial file at ``path`` (:mod:`msl.data.store`).
+    Returns ``path``.
     """
-    from ase.db import connect
-    from tqdm.auto import tqdm
-
-    path = Path(path)
+    if kind == "chgnet":
+        if tuple(elements) != ELEMENTS:
+            raise ValueError("kind 'chgnet' has its own element set (msl.data.chgnet.ELEMENTS); "
+                             "`elements` is for the EMT kinds")
+        return chgnet.generate(path, n_structures, seed=seed, workers=workers, progress=progress)
     settings = _settings(n_structures, seed, elements, kind)  # checks kind before any work
     if n_structures < 1:
         raise ValueError(f"n_structures must be >= 1, got {n_structures}")
@@ -299,66 +217,23 @@ def generate(path, n_structures: int, seed: int = 0, workers: int | None = None,
     if unknown or not elements:
         raise ValueError(f"elements {unknown or list(elements)} not supported; EMT has {ELEMENTS}")
     workers = max(1, int(workers or os.cpu_count() or 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    tmp, tally, t0 = _temp_name(path), {}, time.perf_counter()
-    label = "EMT alloys" + (" + VDOS" if settings.get("spectrum") else "")
-    bar = tqdm(total=n_structures, desc=f"{label} ({workers} workers)", unit="structure",
-               disable=not progress)
-    payloads = _accepted(n_structures, seed, elements, workers, tally, kind)
-    try:
-        with connect(tmp, type="aselmdb", append=False) as db:
-            n_atoms = _write_rows(db, payloads, seed, on_row=bar.update, kind=kind)
-        os.replace(tmp, path)
-    finally:
-        payloads.close()  # stops the worker pool at once if writing failed
-        bar.close()
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}-lock").unlink(missing_ok=True)  # LMDB's lock file
-        Path(f"{path}-lock").unlink(missing_ok=True)
-    wall = time.perf_counter() - t0
-    n_candidates = sum(tally.values())
-    _write_json(Path(f"{path}.json"), {
-        "settings": settings, "n_structures": n_structures,
-        "n_atoms_total": n_atoms, "n_candidates": n_candidates,
-        "rejected": {"distance": tally.get("distance", 0), "force": tally.get("force", 0)},
-        "acceptance": n_structures / n_candidates, "file_bytes": path.stat().st_size,
-        "workers": workers, "wall_s": round(wall, 3),
-        "structures_per_s": round(n_structures / wall, 2), "versions": _versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-    return path
-
-
-def sidecar_matches(path, settings: dict) -> bool:
-    """True if ``path`` and its sidecar exist, the settings agree and the file size is as written."""
-    path, side = Path(path), Path(f"{path}.json")
-    try:
-        meta = json.loads(side.read_text())
-        return meta["settings"] == settings and meta["file_bytes"] == path.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-@contextmanager
-def _file_lock(path: Path):
-    """Exclusive advisory lock (POSIX flock) so that parallel callers generate a file once."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, atomic rename still keeps the file whole
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    tally, t0 = {}, time.perf_counter()
+    desc = "EMT alloys" + (" + VDOS" if settings.get("spectrum") else "")
+    block = max(1, min(16, n_structures // (8 * workers)))  # EMT labels candidates one by one
+    payloads = store.accepted(partial(_label, seed, tuple(elements), kind), n_structures, workers,
+                              tally, acceptance=0.85, block=block)  # ~87 % pass the filter
+    n_atoms = store.write(path, payloads, n_structures, f"{kind}-alloys-seed{seed}",
+                          f"{desc} ({workers} workers)", progress)
+    store.write_sidecar(path, settings, n_structures, n_atoms, tally, ("distance", "force"),
+                        workers, time.perf_counter() - t0, PACKAGES)
+    return Path(path)
 
 
 def embedded(n_structures: int, seed: int = 0, workers: int | None = None,
              cache_dir="data", progress: bool = True, kind: str = "emt") -> Path:
-    """The default dataset ``<cache_dir>/{kind}-alloys-n{n}-seed{seed}.aselmdb``, generated once.
+    """The embedded dataset of ``kind``, generated once: ``<cache_dir>/{kind}-alloys-n{n}-seed{seed}
+    .aselmdb`` for the EMT kinds, ``<cache_dir>/chgnet-crystals-n{n}-seed{seed}.aselmdb`` for
+    ``kind="chgnet"`` (:func:`msl.data.chgnet.embedded`).
 
     ``kind="emt"`` (``emt-alloys-...``) is the default set; ``kind="emt-vdos"``
     (``emt-vdos-alloys-...``) adds spectra (module docstring). The kind is in both the file name
@@ -366,16 +241,13 @@ def embedded(n_structures: int, seed: int = 0, workers: int | None = None,
 
     If the file exists and its sidecar records the same settings (recipe included), nothing is
     generated and the call returns at once. Parallel callers wait on a lock file
-    ``.<name>.lock`` in ``cache_dir`` (left in place: removing a lock file races), so the
-    dataset is generated once. ``cache_dir`` is relative to the working directory.
+    ``.<name>.lock`` in ``cache_dir``, so the dataset is generated once (:func:`msl.data.store
+    .cached`). ``cache_dir`` is relative to the working directory.
     """
+    if kind == "chgnet":
+        return chgnet.embedded(n_structures, seed=seed, workers=workers, cache_dir=cache_dir,
+                               progress=progress)
     settings = _settings(n_structures, seed, ELEMENTS, kind)  # unknown kind: ValueError here
     path = Path(cache_dir) / f"{kind}-alloys-n{int(n_structures)}-seed{int(seed)}.aselmdb"
-    if sidecar_matches(path, settings):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(path.parent / f".{path.name}.lock"):
-        if not sidecar_matches(path, settings):  # another process may have made it meanwhile
-            generate(path, n_structures, seed=seed, workers=workers, progress=progress,
-                     kind=kind)
-    return path
+    return store.cached(path, settings, lambda: generate(
+        path, n_structures, seed=seed, workers=workers, progress=progress, kind=kind))

@@ -224,7 +224,7 @@ def test_bad_kind(tmp_path):
                  lambda: embedded(3, cache_dir=tmp_path, progress=False, kind="dft")):
         with pytest.raises(ValueError, match=r"'dft'.*emt, emt-vdos"):
             call()
-    assert list(tmp_path.iterdir()) == [] and list(KINDS) == ["emt", "emt-vdos"]
+    assert list(tmp_path.iterdir()) == [] and list(KINDS) == ["emt", "emt-vdos", "chgnet"]
 
 
 # --- spectra users bring along -----------------------------------------------------------------
