@@ -31,6 +31,7 @@ class CellConfig:
     n_test: int = 50                # fixed test structures
     split_seed: int = 0             # fixes val/test membership, independent of `seed`
     n_train: int = 64               # D: training structures (nested prefix of one permutation)
+    reference: str = "train"        # per-element reference energies fitted on: train (the D training structures) | pool (every structure outside val and test)
     # model
     model: str = "optimetal2b"      # family name, a key of msl.models.MODELS
     size: int = 0                   # rung of the family's size ladder
@@ -76,10 +77,11 @@ class CellConfig:
 
 NAMES = tuple(f.name for f in fields(CellConfig))
 SCHEDULES = ("cosine", "wsd", "plateau")
+REFERENCES = ("train", "pool")  # where a potential's per-element reference energies are fitted
 # fields added after records were published: they enter the cell id only when they differ from
 # these defaults, so that every earlier cell keeps its id (and its record)
 _HASHED_IF_SET = {"max_steps": 0, "eval_every": 0, "schedule": "cosine", "warmup_steps": 0,
-                  "cooldown_frac": 0.2, "lr_decay": 0.3}
+                  "cooldown_frac": 0.2, "lr_decay": 0.3, "reference": "train"}
 # fields that say where results go rather than what is computed; they do not enter the cell id
 _NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume", "nproc_per_node")
 # nproc_per_node says how the work is spread: the processes of a cell split each global batch of
@@ -157,6 +159,8 @@ def validate(cfg: CellConfig) -> None:
     if cfg.schedule in ("wsd", "plateau") and not cfg.max_steps:
         raise ValueError(f"schedule {cfg.schedule!r} needs max_steps (its run ends by early stopping "
                          "or at the cap), got max_steps=0")
+    if cfg.reference not in REFERENCES:
+        raise ValueError(f"reference {cfg.reference!r} is not one of {', '.join(REFERENCES)}")
     if not 0 < cfg.lr_decay < 1:
         raise ValueError(f"lr_decay must lie in (0, 1), got {cfg.lr_decay!r}")
     if not 0 < cfg.cooldown_frac <= 1:

@@ -30,6 +30,7 @@ n_val = 50  # fixed validation structures
 n_test = 50  # fixed test structures
 split_seed = 0  # fixes val/test membership, independent of `seed`
 n_train = 64  # D: training structures (nested prefix of one permutation)
+reference = "train"  # per-element reference energies fitted on: train (the D training structures) | pool (every structure outside val and test)
 model = "optimetal2b"  # family name, a key of msl.models.MODELS
 size = 0  # rung of the family's size ladder
 seed = 0  # initialisation, training order and subset permutation

@@ -348,6 +348,7 @@ def test_an_early_stopped_run_resumes_to_the_same_result(tiny_pool, monkeypatch,
     ({"schedule": "linear"}, "schedule"),
     ({"cooldown_frac": 0.0}, "cooldown_frac"),
     ({"max_steps": -5}, "max_steps"),
+    ({"reference": "val"}, "reference"),
 ])
 def test_protocol_settings_are_checked(values, word):
     with pytest.raises(ValueError, match=word):
@@ -428,3 +429,27 @@ def test_reported_losses_are_normalised_alike_for_every_d(tiny_pool):
     assert small["eval_scales"] == large["eval_scales"]
     assert small["scales"] != large["scales"]
     assert small["metrics"]["val/loss"] < 100
+
+
+def test_pool_references_are_fitted_outside_validation_and_test(tiny_pool, monkeypatch):
+    """reference="pool" fits the per-element reference energies on every structure outside the
+    validation and test sets, the same for every D; the default fits them on the D structures."""
+    from msl import data
+    from msl.models.potential import reference_fit
+
+    fitted = []
+
+    def stop(model, *args, **kwargs):
+        fitted.append(model.atom_ref.clone())
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(cell, "train", stop)
+    for n_train, where in ((2, "pool"), (24, "pool"), (2, "train")):
+        with pytest.raises(RuntimeError, match="stop before training"):
+            cell.run(tiny(n_train=n_train, reference=where), progress=False)
+    structures = data.read(cell.dataset_path(tiny()))
+    pool = structures.subset(data.split(len(structures), 16, 16, seed=0).train_order)
+    expected = reference_fit(pool.numbers, pool.n_atoms, pool.energy)[0]
+    assert torch.equal(fitted[0], fitted[1]) and not torch.allclose(fitted[0], fitted[2])
+    assert np.allclose(fitted[0].double().numpy(), expected, atol=1e-4)
+    assert tiny(reference="pool").with_id().cell_id != tiny().with_id().cell_id

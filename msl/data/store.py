@@ -176,6 +176,25 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def provenance(path) -> dict | None:
+    """How a generated file was made, from its sidecar ``<path>.json``: kind, structures,
+    candidates, rejections per filter, acceptance, workers, wall time (s), structures per second,
+    and for the ``chgnet`` kind the number of distinct elements; None for a file without a
+    sidecar (a real dataset)."""
+    try:
+        meta = json.loads(Path(f"{path}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    out = {"kind": meta["settings"].get("kind"), "structures": meta["n_structures"],
+           "atoms": meta["n_atoms_total"], "candidates": meta["n_candidates"],
+           **{f"rejected ({name})": n for name, n in meta["rejected"].items()},
+           "acceptance": round(meta["acceptance"], 3), "workers": meta["workers"],
+           "wall time (s)": meta["wall_s"], "structures per second": meta["structures_per_s"]}
+    if "composition" in meta:
+        out["distinct elements"] = meta["composition"]["n_elements"]
+    return out
+
+
 def sidecar_matches(path, settings: dict) -> bool:
     """True if ``path`` and its sidecar exist, the settings agree and the file size is as written."""
     path, side = Path(path), Path(f"{path}.json")
