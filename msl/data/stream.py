@@ -15,10 +15,10 @@ on the picked graphs of the whole pool gave.
 Keeping (``keep``): reading a row (0.2 ms), packing it (0.1 ms) and its neighbour list (0.3 ms,
 0.1 ms from the cache) cost about 0.6 ms per structure, a fifth more CPU time than training on
 graphs built once, for the small models of the embedded studies (a cell of D = 320, 160 steps of
-optimetal2b size 2, batch 16: 24.1 s against 19.6 s). With ``keep`` each graph is built on first
+optimetal2b size 2, batch 16: 19.8 s against 16.7 s). With ``keep`` each graph is built on first
 use and then kept, so later epochs cost what they did when the graphs of the whole pool were built
-up front (the same cell: 21.3 s against 20.1 s), and memory grows with the set (D plus
-validation and test), never with the pool. A cell keeps where it has no workers
+up front (the same cell: 16.6 to 16.9 s against 16.6 to 16.7 s), and memory grows with the set
+(D plus validation and test), never with the pool. A cell keeps where it has no workers
 (``num_workers`` = 0, the default); with workers nothing is kept (a worker's graphs die with it at
 the end of each epoch), so memory stays at a few batches however large D is, and the workers take
 the building off the training process.
