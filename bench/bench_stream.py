@@ -13,21 +13,23 @@ starts the clock, and sets up a cell of D = 1,000 (optimetal2b size 0, batch 16,
 and 100 test structures, one thread, ``num_workers`` = 0) until its first optimisation step ends;
 there it prints the wall and CPU seconds since the clock started, its peak RSS
 (``getrusage(RUSAGE_SELF).ru_maxrss``) and, at that moment, its anonymous and file-backed RSS
-(``/proc/self/status``), and exits. CPU seconds are the measure to read on a shared machine: wall
-time also counts the waits for a core (the benchmark runs niced). File-backed RSS is the shared
-libraries (about 35 MB) plus the pages of the LMDB files mapped while reading rows: the kernel maps
-up to 64 kB around each page read (fault-around), so it grows with the structures read, up to the
-whole file where the file is small (the 10^4 file is 27 MB), and is clean page cache, not memory
-the process allocated. The in-memory path is msl.cell's data path at
-f2946bd: ``msl.data.read`` of the whole pool (cached as ``.npz``), ``msl.graph.build`` of every
-structure (neighbour lists cached), then the cell's sets picked from them. "cold": no cache of
+(``/proc/self/status``) and the part of the latter that maps the pool's LMDB files
+(``/proc/self/smaps``), and exits. CPU seconds are the measure to read on a shared machine: wall
+time also counts the waits for a core. File-backed RSS is mostly torch's shared libraries, plus
+the pages of the LMDB files mapped while reading rows: the kernel maps up to 64 kB around each
+page read (fault-around), so without the pool's unmapping (msl.data.pool.UNMAP_ROWS) it grew with
+the structures read, up to the whole file where the file is small (the 10^4 file is 27 MB): clean
+page cache, not memory the process allocated, but counted in RSS. The in-memory path is
+msl.cell's data path at 037e13a: ``msl.data.read`` of the whole pool (cached as ``.npz``),
+``msl.graph.build`` of every structure (neighbour lists cached), then the cell's sets picked
+from them. "cold": no cache of
 msl's (the OS file cache is left alone); "warm": the same run again, with what the cold run had
 cached by its first step (in memory: the read and graph caches of the whole pool; streamed: the
 neighbour lists of the first batches, so warm and cold differ little there).
 
 Prints one row per path, cache state and pool, and the ratio 10^5 / 10^4 of each.
 
-Usage: python bench/bench_stream.py [--work /tmp/msl-bench-stream] [--repeats 5]
+Usage: python bench/bench_stream.py [--work /tmp/msl-bench-stream] [--repeats 5] [--paths streamed]
 """
 
 import argparse
@@ -79,7 +81,7 @@ def make_pools(work: Path) -> tuple[Path, Path]:
 
 
 def in_memory(cfg, path: Path) -> None:
-    """msl.cell's data path before streaming (f2946bd), up to training."""
+    """msl.cell's data path before streaming (037e13a), up to training."""
     import numpy as np
     import torch
 
@@ -98,10 +100,11 @@ def in_memory(cfg, path: Path) -> None:
     model = cell._build(cfg, train_set)
     scales = Scales.from_training(train_set, float(model.energy_scale))
     model.set_output_scales(forces=scales.sigma["forces"], stress=scales.sigma["stress"])
+    reference = cell.eval_scales(structures.subset(split.val), cfg)
     graphs = graph.build(structures, model.cutoff, cache_dir=cell.data_dir() / "graphs",
                          key=path.stem)
     train(model, [graphs[i] for i in train_idx], [graphs[i] for i in split.val], scales, cfg,
-          progress=False)
+          progress=False, eval_scales=reference)
 
 
 def child(path_kind: str, pool: Path) -> None:
@@ -121,7 +124,8 @@ def child(path_kind: str, pool: Path) -> None:
                           "cpu_seconds": time.process_time() - cpu_start,
                           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                           "anon_mb": int(status["RssAnon"].split()[0]) / 1024,
-                          "file_mb": int(status["RssFile"].split()[0]) / 1024}), flush=True)
+                          "file_mb": int(status["RssFile"].split()[0]) / 1024,
+                          "lmdb_mb": lmdb_rss_mb()}), flush=True)
         os._exit(0)  # the measurement is taken: skip the rest of the run and its clean-up
 
     torch.optim.AdamW.step = first_step
@@ -130,6 +134,18 @@ def child(path_kind: str, pool: Path) -> None:
     else:
         in_memory(cfg, pool)
     raise SystemExit("training ended without an optimisation step")
+
+
+def lmdb_rss_mb() -> float:
+    """RSS of this process's mappings of ``.aselmdb`` files (``/proc/self/smaps``)."""
+    total, name = 0, ""
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0]:  # a mapping's header: address range, ..., path (if any)
+            name = fields[5] if len(fields) > 5 else ""
+        elif fields[0] == "Rss:" and name.endswith(".aselmdb"):
+            total += int(fields[1])
+    return total / 1024
 
 
 def measure(path_kind: str, pool: Path, data_dir: Path) -> dict:
@@ -153,6 +169,8 @@ def main() -> None:
                         help="folder for the pools and caches (about 0.4 GB)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="runs of each streamed measurement (the median is shown)")
+    parser.add_argument("--paths", nargs="+", default=["in memory", "streamed"],
+                        choices=["in memory", "streamed"], help="data paths to measure")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "POOL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -165,6 +183,8 @@ def main() -> None:
           f"embedded ones repeated) in one file, and {COPIES} copies of it in a folder")
     rows = {}
     for path_kind, repeats in (("in memory", 1), ("streamed", args.repeats)):
+        if path_kind not in args.paths:
+            continue
         for size, pool in pools.items():
             for state in ("cold", "warm"):
                 runs = []
@@ -174,14 +194,15 @@ def main() -> None:
                     runs.append(measure(path_kind, pool, data_dir))
                 m = rows[path_kind, state, size] = {k: statistics.median(run[k] for run in runs)
                                                     for k in runs[0]}
-                print(f"{path_kind:9s} {state:4s} pool {size}: {m['seconds']:7.1f} s to the first "
-                      f"step ({m['cpu_seconds']:6.1f} s CPU), peak RSS {m['peak_rss_mb']:6.0f} MB; "
+                print(f"{path_kind:9s} {state:4s} pool {size}: {m['seconds']:7.2f} s to the first "
+                      f"step ({m['cpu_seconds']:6.2f} s CPU), peak RSS {m['peak_rss_mb']:6.0f} MB; "
                       f"at the step {m['anon_mb']:6.0f} MB anonymous, {m['file_mb']:4.0f} MB "
-                      "file-backed", flush=True)
+                      f"file-backed ({m['lmdb_mb']:4.1f} MB of it LMDB)", flush=True)
     print("\nratio pool 1e5 / pool 1e4 (1.00: flat in the pool size)")
-    keys = {"wall": "seconds", "CPU": "cpu_seconds", "peak RSS": "peak_rss_mb", "anon": "anon_mb"}
+    keys = {"wall": "seconds", "CPU": "cpu_seconds", "peak RSS": "peak_rss_mb", "anon": "anon_mb",
+            "file": "file_mb"}
     print(f"{'path':9s} {'caches':6s} " + " ".join(f"{k:>8s}" for k in keys))
-    for path_kind in ("in memory", "streamed"):
+    for path_kind in args.paths:
         for state in ("cold", "warm"):
             a, b = rows[path_kind, state, "1e4"], rows[path_kind, state, "1e5"]
             print(f"{path_kind:9s} {state:6s} " + " ".join(f"{b[k] / a[k]:8.2f}" for k in keys.values()))

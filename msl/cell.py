@@ -2,9 +2,10 @@
 
 ``notebooks/train.ipynb`` and ``msl train`` both call :func:`run`; the notebook only adds plots.
 Data: the pool is opened by index (:func:`msl.data.open_pool`), never read whole; the cell reads
-its D training structures (for the reference energies, the output scales and the label checks)
-and its validation set (for :func:`eval_scales` and the zero-force baseline), and builds the graphs of its training, validation and test structures as they are first asked
-for, then keeps them, or, with ``num_workers`` > 0, builds them every epoch in DataLoader workers
+the structures it uses, its D training structures (for the reference energies and the output
+scales), its validation set (for :func:`eval_scales` and the zero-force baseline) and its test
+set, checking their labels, and builds their graphs as they are first asked for, then keeps
+them, or, with ``num_workers`` > 0, builds them every epoch in DataLoader workers
 (:mod:`msl.data.stream`). Its memory and its time to the first step do not grow with the pool.
 The split is the permutation it always was, drawn from the pool size alone.
 Order of work: validate everything that can be checked before any compute (config, dataset size
@@ -127,11 +128,12 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     pool = data.open_pool(path)
     check_pool(cfg, len(pool))
     split = data.split(len(pool), cfg.n_val, cfg.n_test, seed=cfg.seed, split_seed=cfg.split_seed)
-    train_idx = split.train(cfg.n_train)
-    train_set = pool.read(train_idx)
-    val_set = pool.read(split.val)  # a bad label there or in the test set stops the run now, too
-    pool.read(split.test)
-    check_labels(cfg, train_set, train_idx, path)
+    # the cell keeps its own indices only: the training order holds every pool index (8 bytes a
+    # structure, 0.9 GB for OMat24's 1.1e8), freed here rather than held through training
+    idx = {"train": split.train(cfg.n_train).copy(), "val": split.val, "test": split.test}
+    del split
+    sets = {name: pool.read(idx[name]) for name in idx}  # a bad label in any stops the run now
+    check_labels(cfg, sets["train"], idx["train"], path)
     threads = auto_threads(cfg.threads)  # after the checks: warns only for a real run
     if distributed.launches(cfg):
         return distributed.launch(cfg, progress, threads)
@@ -139,8 +141,7 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     with distributed.joined(cfg, device):
         progress = progress and distributed.rank() == 0  # one progress bar: rank 0's
         try:
-            record = _train_and_score(cfg, pool, split, train_idx, train_set, val_set, path,
-                                      device, progress)
+            record = _train_and_score(cfg, pool, idx, sets, path, device, progress)
         except Exception as err:  # recorded, then re-raised: the sweep and papermill see the failure
             record = {**_header(cfg, path), "status": "failed",
                       "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
@@ -149,8 +150,8 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
         return _finish(cfg, record, start)
 
 
-def _train_and_score(cfg, pool, split, train_idx, train_set, val_set, path, device,
-                     progress) -> dict:
+def _train_and_score(cfg, pool, idx, sets, path, device, progress) -> dict:
+    train_set, val_set = sets["train"], sets["val"]
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = _build(cfg, train_set)
@@ -158,9 +159,10 @@ def _train_and_score(cfg, pool, split, train_idx, train_set, val_set, path, devi
     if hasattr(model, "set_output_scales"):
         model.set_output_scales(forces=scales.sigma["forces"], stress=scales.sigma["stress"])
     reference = eval_scales(val_set, cfg)
-    graphs = {name: GraphSet(pool, idx, model.cutoff, cache_dir=data_dir() / "graphs",
-                             spectrum_grid=train_set.spectrum_grid, keep=not cfg.num_workers)
-              for name, idx in (("train", train_idx), ("val", split.val), ("test", split.test))}
+    graphs = {name: GraphSet(pool, idx[name], model.cutoff, cache_dir=data_dir() / "graphs",
+                             spectrum_grid=train_set.spectrum_grid, keep=not cfg.num_workers,
+                             structures=sets[name])
+              for name in ("train", "val", "test")}
     state = _state_path(cfg) if cfg.resume and cfg.record_dir else None
     result = train(model, graphs["train"], graphs["val"], scales, cfg, progress=progress,
                    checkpoint=state, eval_scales=reference)

@@ -84,6 +84,8 @@ _HASHED_IF_SET = {"max_steps": 0, "eval_every": 0, "schedule": "cosine", "warmup
 # fields that say where results go rather than what is computed; they do not enter the cell id
 _NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume", "nproc_per_node",
                "num_workers")
+# num_workers only moves the reading and graph building into DataLoader processes: the batches
+# and every number stay those of num_workers = 0 (msl.data.stream; tested bit for bit)
 # nproc_per_node says how the work is spread: the processes of a cell split each global batch of
 # `batch_size` and train on exactly the one-process run's batches, loss and gradients, summed in
 # another order (msl.distributed), so like `threads` it moves results by float32 round-off only

@@ -17,9 +17,20 @@ costs hours and more memory than a workstation has, so :func:`open_pool` opens a
 
 Memory: an open LMDB file keeps its row ids; where they run 1..n without gaps (as written by
 ``msl.data.generate`` or fairchem, without deletions) they are kept as a ``range`` (no memory),
-else as int64 (8 bytes per structure). An ASE ``.db`` (SQLite) file has no index of its ids, so
-opening one walks its rows once (ase gives no cheaper way); that is fine for the small files
-such databases hold.
+else as int64 (8 bytes per structure). Opening a file lists its ids once in the backend (a
+Python list, about 36 bytes per structure of that file, freed as soon as it is replaced). An ASE
+``.db`` (SQLite) file has no index of its ids, so opening one walks its rows once (ase gives no
+cheaper way); that is fine for the small files such databases hold.
+
+Mapped pages: LMDB reads through a memory map, and each page fault maps the pages around it that
+the OS file cache holds (the kernel's fault-around, up to 64 kB), so every row read adds up to
+64 kB of file-backed RSS that stays mapped while the file is open: about 80 MB for the 1,200
+rows of a cell of D = 1,000 (measured), capped by the file size, so a pool of small files looked
+smaller than one of large files. These are clean pages of the file cache, not memory the process
+allocated, but they count in RSS; so the pool closes its LMDB environments (unmapping them) after
+every ``UNMAP_ROWS`` rows it reads, and the backend reopens them on the next read (36 us). The
+mapped pages of the pool stay under about ``UNMAP_ROWS`` x 64 kB (4 MB) however many rows a
+process reads and however large the pool.
 
 Processes: a :class:`Pool` opened in a cell is used by DataLoader worker processes too
 (:mod:`msl.data.stream`). Forked workers inherit it; ase's LMDB backend reopens its environment in
@@ -33,6 +44,7 @@ so an error names a bad structure by its pool index when a cell reads it, not wh
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +52,8 @@ import numpy as np
 from msl.data.read import DB_SUFFIXES, _check_lmdb, _check_sqlite, _sources, from_atoms
 from msl.data.read import read as read_whole
 from msl.data.structures import Structures
+
+UNMAP_ROWS = 64  # LMDB rows read between two unmappings of the pool's files (module docstring)
 
 
 def open_pool(path) -> Pool:
@@ -64,7 +78,7 @@ class Pool:
 
     def __init__(self, path: Path, sources: list[Path], memory: Structures | None = None):
         self.path, self.sources, self.memory = path, sources, memory
-        self._dbs, self._ids = None, None
+        self._dbs, self._ids, self._mapped = None, None, 0
         if memory is None:
             self._connect()
             sizes = [len(ids) for ids in self._ids]
@@ -110,11 +124,24 @@ class Pool:
     def _atoms(self, i: int):
         """Pool structure ``i`` as ``ase.Atoms``, as fairchem's ``AseDBDataset.get_atoms`` makes it."""
         k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        if self._mapped >= UNMAP_ROWS:
+            self._unmap()
         row = self._dbs[k]._get_row(int(self._ids[k][i - self.offsets[k]]))
+        self._mapped += 1
         atoms = row.toatoms()
         if isinstance(row.data, dict):
             atoms.info.update(row.data)
         return atoms
+
+    def _unmap(self) -> None:
+        """Close the LMDB environments, which unmaps their pages (module docstring); ase's LMDB
+        backend opens a new one on its next read, as it does in a new process."""
+        for db in self._dbs:
+            env = getattr(db, "_env", None)  # the LMDB backend's; SQLite files have none
+            if env is not None and getattr(db, "_env_pid", None) == os.getpid():
+                env.close()
+                db._env = None
+        self._mapped = 0
 
     def _connect(self) -> None:
         """Open every source file; a failure is a ``ValueError`` naming the file, as in
@@ -133,7 +160,7 @@ class Pool:
 
     def __getstate__(self) -> dict:
         """Pickled for ``spawn``/``forkserver`` workers: without the open files (reopened there)."""
-        return {**self.__dict__, "_dbs": None, "_ids": None}
+        return {**self.__dict__, "_dbs": None, "_ids": None, "_mapped": 0}
 
 
 def _open(src: Path):

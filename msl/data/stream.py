@@ -2,26 +2,27 @@
 
 Before, a cell built the graph of every structure in the pool (:func:`msl.graph.build`) and
 picked its sets from them, so its memory and its time to the first step grew with the pool; for
-OMat24 that is hundreds of GB and hours. A :class:`GraphSet` holds only pool indices: item ``k``
-reads structure ``indices[k]`` from a :class:`msl.data.pool.Pool` and builds its graph there and
-then, in the process that asks for it, which is a DataLoader worker where ``num_workers`` > 0
+OMat24 that is hundreds of GB and hours. A :class:`GraphSet` holds pool indices: item ``k``
+reads structure ``indices[k]`` from a :class:`msl.data.pool.Pool` (or cuts it from the
+structures the cell read already, ``structures``) and builds its graph there and then, in the
+process that asks for it, which is a DataLoader worker where ``num_workers`` > 0
 (``torch.utils.data.DataLoader(GraphSet(...), batch_size, num_workers=2, ...)``). Memory is the
-few batches a worker prefetches; nothing is read or built up front.
+few batches a worker prefetches; no graph is built up front.
 
 Each graph equals the one :func:`msl.graph.build` makes for that structure (the same neighbour
 list, the same float32 tensors; tested), so training on a GraphSet gives the numbers that training
 on the picked graphs of the whole pool gave.
 
-Keeping (``keep``): reading a row (0.2 ms), packing it (0.1 ms) and its neighbour list (0.3 ms,
-0.1 ms from the cache) cost about 0.6 ms per structure, a fifth more CPU time than training on
-graphs built once, for the small models of the embedded studies (a cell of D = 320, 160 steps of
-optimetal2b size 2, batch 16: 19.8 s against 16.7 s). With ``keep`` each graph is built on first
-use and then kept, so later epochs cost what they did when the graphs of the whole pool were built
-up front (the same cell: 16.6 to 16.9 s against 16.6 to 16.7 s), and memory grows with the set
-(D plus validation and test), never with the pool. A cell keeps where it has no workers
-(``num_workers`` = 0, the default); with workers nothing is kept (a worker's graphs die with it at
-the end of each epoch), so memory stays at a few batches however large D is, and the workers take
-the building off the training process.
+Keeping (``keep``): an item costs about 0.7 ms (its structure cut from those the cell read, its
+cached neighbour list loaded, its tensors made; 1.5 ms where the row is read from the pool as
+well), against the model time of a few ms per batch of the embedded studies' models. With
+``keep`` each graph is built on first use and then kept, so later epochs cost what they did when
+the graphs of the whole pool were built up front, and memory grows with the set (D plus
+validation and test), never with the pool: a cell of D = 320 (160 steps of optimetal2b size 2)
+took 0.7 to 1.1 s more CPU time than on the in-memory path, once (the performance page says
+where it goes). A cell keeps where it has no workers (``num_workers`` = 0, the default); with
+workers nothing is kept (a worker's graphs die with it at the end of each epoch), so memory stays
+at a few batches however large D is, and the workers take the building off the training process.
 
 Workers (``num_workers`` of the cell config, given to the trainer's DataLoaders): they change no
 number. The DataLoader's sampler shuffles with the trainer's generator in the cell's process, so
@@ -64,12 +65,21 @@ SHARD = 4096  # cache files per folder
 
 
 class GraphSet(torch.utils.data.Dataset):
-    """The graphs of ``pool``'s structures at ``indices``, each read and built when asked for."""
+    """The graphs of ``pool``'s structures at ``indices``, each read and built when asked for.
+
+    ``structures``: those structures, read already (a cell reads its sets to check their labels
+    and fit its scales): items are cut from them instead of read from the pool again, which
+    saves decoding the row (0.3 to 0.8 ms, two thirds of an item's cost on the ``emt-vdos``
+    rows). The pool still names the cache and the structures in errors.
+    """
 
     def __init__(self, pool: Pool, indices, cutoff: float, cache_dir=None, spectrum_grid=None,
-                 keep: bool = False):
+                 keep: bool = False, structures: Structures | None = None):
         self.pool = pool
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if structures is not None and len(structures) != len(self.indices):
+            raise ValueError(f"{len(structures)} structures given for {len(self.indices)} indices")
+        self.structures = structures
         self.cutoff = float(cutoff)
         self.spectrum_grid = None if spectrum_grid is None else np.asarray(spectrum_grid, float)
         self.cache = (Path(cache_dir) / f"{pool.fingerprint}-r{self.cutoff:g}"
@@ -83,7 +93,8 @@ class GraphSet(torch.utils.data.Dataset):
         if self.kept is not None and k in self.kept:
             return self.kept[k]
         i = int(self.indices[k])
-        structure = _with_spectra(self.pool.read([i]), self.spectrum_grid)
+        one = self.pool.read([i]) if self.structures is None else self.structures.subset([k])
+        structure = _with_spectra(one, self.spectrum_grid)
         edge_index, shift = self._edges(i, structure)
         data = graph.to_data(structure, edge_index, shift, [edge_index.shape[1]])[0]
         if self.kept is not None:

@@ -45,6 +45,23 @@ def test_pool_reads_what_read_reads(tiny_pool):
         pool.read([120])
 
 
+def test_the_pool_unmaps_its_files_as_it_reads(tiny_pool, monkeypatch):
+    """Every UNMAP_ROWS rows the LMDB environments are closed (their mapped pages leave the RSS)
+    and reopened on the next read; the rows read are the same."""
+    from msl.data import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "UNMAP_ROWS", 3)
+    whole = data.read(tiny_pool)
+    pool = data.open_pool(tiny_pool)
+    backend = type(pool._dbs[0])
+    opened, open_env = [], backend._open_lmdb_env
+    monkeypatch.setattr(backend, "_open_lmdb_env", lambda db: opened.append(1) or open_env(db))
+    for i in range(10):
+        assert_same_structures(pool.read([i]), whole.subset([i]))
+    assert len(opened) == 3  # closed after rows 3, 6 and 9, reopened for rows 4, 7 and 10
+    assert_same_structures(pool.read(range(20, 40)), whole.subset(range(20, 40)))
+
+
 def test_a_folder_is_one_pool_in_name_order(tiny_pool, tmp_path):
     """As :func:`msl.data.read` concatenates a folder: files sorted by name, .aselmdb and .db."""
     whole = data.read(tiny_pool)
@@ -92,11 +109,14 @@ def test_graphs_equal_graph_build(pool_fixture, request, tmp_path):
     expected = graph.build(whole, 5.0)
     idx = [4, 0, 31, 4]
     for cache in (None, tmp_path, tmp_path):  # built, built and stored, loaded
-        graphs = GraphSet(data.open_pool(path), idx, 5.0, cache_dir=cache,
-                          spectrum_grid=whole.spectrum_grid)
-        assert len(graphs) == 4
-        for k, i in enumerate(idx):
-            assert_same_graphs(graphs[k], expected[i])
+        for given in (None, whole.subset(idx)):  # read from the pool, or cut from those read
+            graphs = GraphSet(data.open_pool(path), idx, 5.0, cache_dir=cache,
+                              spectrum_grid=whole.spectrum_grid, structures=given)
+            assert len(graphs) == 4
+            for k, i in enumerate(idx):
+                assert_same_graphs(graphs[k], expected[i])
+    with pytest.raises(ValueError, match="3 structures given for 4 indices"):
+        GraphSet(data.open_pool(path), idx, 5.0, structures=whole.subset(idx[:3]))
     assert len(list(tmp_path.rglob("*.npz"))) == 3
 
 
@@ -131,8 +151,8 @@ def tiny(**kw):
 
 
 def test_a_streamed_cell_gives_the_record_of_the_pool_in_memory(tiny_pool):
-    """The cell's data path before streaming (msl.cell at f2946bd): read the pool, build the graphs
-    of all of it, pick the sets. Same split, scales and graphs, so the same numbers."""
+    """The cell's data path before streaming (msl.cell at 037e13a): read the pool, build the
+    graphs of all of it, pick the sets. Same split, scales and graphs, so the same numbers."""
     cfg = tiny().with_id()
     streamed = cell.run(cfg, progress=False)
     structures = data.read(tiny_pool)
@@ -144,14 +164,18 @@ def test_a_streamed_cell_gives_the_record_of_the_pool_in_memory(tiny_pool):
     model = cell._build(cfg, train_set)
     scales = Scales.from_training(train_set, float(model.energy_scale))
     model.set_output_scales(forces=scales.sigma["forces"], stress=scales.sigma["stress"])
+    reference = cell.eval_scales(structures.subset(split.val), cfg)
     graphs = graph.build(structures, model.cutoff)
     pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
     cpu = torch.device("cpu")
     result = train(model, pick(split.train(cfg.n_train)), pick(split.val), scales, cfg,
-                   progress=False)
-    metrics = {**evaluate(model, pick(split.val), scales, table(cfg.targets), cfg, "val", cpu),
-               **evaluate(model, pick(split.test), scales, table(cfg.targets), cfg, "test", cpu)}
+                   progress=False, eval_scales=reference)
+    terms = table(cfg.targets)
+    metrics = {**evaluate(model, pick(split.val), reference, terms, cfg, "val", cpu),
+               **evaluate(model, pick(split.test), reference, terms, cfg, "test", cpu),
+               "val/forces_mae_zero": cell.zero_force_mae(structures.subset(split.val))}
     assert streamed["scales"] == scales.asdict()
+    assert streamed["eval_scales"] == reference.asdict()
     assert streamed["history"] == result.history
     assert streamed["metrics"] == metrics
 
