@@ -1,6 +1,13 @@
 """One grid cell, end to end: data -> subset -> graphs -> model -> training -> record.
 
 ``notebooks/train.ipynb`` and ``msl train`` both call :func:`run`; the notebook only adds plots.
+Data: the pool is opened by index (:func:`msl.data.open_pool`), never read whole; the cell reads
+the structures it uses, its D training structures (for the reference energies and the output
+scales), its validation set (for :func:`eval_scales` and the zero-force baseline) and its test
+set, checking their labels, and builds their graphs as they are first asked for, then keeps
+them, or, with ``num_workers`` > 0, builds them every epoch in DataLoader workers
+(:mod:`msl.data.stream`). Its memory and its time to the first step do not grow with the pool.
+The split is the permutation it always was, drawn from the pool size alone.
 Order of work: validate everything that can be checked before any compute (config, dataset size
 against the requested D, the labels the model needs), then train. A bad value stops the run with a
 ValueError naming it and writes nothing; an error during training writes a ``failed`` record (with
@@ -24,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from msl import data, distributed, graph
+from msl import data, distributed
 from msl import results as records
 from msl.config import CellConfig
+from msl.data.stream import GraphSet
 from msl.models import build_model, count_params, task
 from msl.models.potential import reference_fit
 from msl.targets import Scales, table
@@ -60,13 +68,14 @@ def check_pool(cfg: CellConfig, n_pool: int) -> None:
                          f"exceeds the {n_pool} structures in the dataset")
 
 
-def check_labels(cfg: CellConfig, structures, train_idx, path) -> None:
+def check_labels(cfg: CellConfig, train_set, train_idx, path) -> None:
     """A potential needs the energy of every training structure (it fits per-element reference
     energies to them); a label missing from the file is NaN (msl.data.read), so refuse it here
-    rather than train on NaN. Non-finite labels present in a file are refused by msl.data.read."""
+    rather than train on NaN. Non-finite labels present in a file are refused by the reader
+    (msl.data.read.from_atoms) as the cell reads the structures it uses (:func:`run`)."""
     if task(cfg.model) == "spectral":
         return
-    missing = np.flatnonzero(np.isnan(structures.energy[train_idx]))
+    missing = np.flatnonzero(np.isnan(train_set.energy))
     if missing.size:
         raise ValueError(f"model {cfg.model!r} needs the energy of every training structure, but "
                          f"structure {int(train_idx[missing[0]])} of {path} has no energy "
@@ -116,12 +125,17 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     device = resolve_device(cfg.device)  # fails early if CUDA is asked for but absent
     distributed.check(cfg, device)  # nproc_per_node against the devices present
     path = dataset_path(cfg, progress)
-    structures = data.read(path)
-    check_pool(cfg, len(structures))
-    split = data.split(len(structures), cfg.n_val, cfg.n_test, seed=cfg.seed,
-                       split_seed=cfg.split_seed)
-    train_idx = split.train(cfg.n_train)
-    check_labels(cfg, structures, train_idx, path)
+    pool = data.open_pool(path)
+    check_pool(cfg, len(pool))
+    split = data.split(len(pool), cfg.n_val, cfg.n_test, seed=cfg.seed, split_seed=cfg.split_seed)
+    # the cell keeps its own indices only: the training order holds every pool index (8 bytes a
+    # structure, 0.9 GB for OMat24's 1.1e8), freed here rather than held through training
+    idx = {"train": split.train(cfg.n_train).copy(), "val": split.val, "test": split.test}
+    if cfg.reference == "pool":  # every structure outside val and test: a pool-sized read, so
+        idx["reference"] = np.sort(split.train_order)  # memory then grows with the pool
+    del split
+    sets = {name: pool.read(idx[name]) for name in idx}  # a bad label in any stops the run now
+    check_labels(cfg, sets["train"], idx["train"], path)
     threads = auto_threads(cfg.threads)  # after the checks: warns only for a real run
     if distributed.launches(cfg):
         return distributed.launch(cfg, progress, threads)
@@ -129,7 +143,7 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     with distributed.joined(cfg, device):
         progress = progress and distributed.rank() == 0  # one progress bar: rank 0's
         try:
-            record = _train_and_score(cfg, structures, split, train_idx, path, device, progress)
+            record = _train_and_score(cfg, pool, idx, sets, path, device, progress)
         except Exception as err:  # recorded, then re-raised: the sweep and papermill see the failure
             record = {**_header(cfg, path), "status": "failed",
                       "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
@@ -138,22 +152,21 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
         return _finish(cfg, record, start)
 
 
-def _train_and_score(cfg, structures, split, train_idx, path, device, progress) -> dict:
+def _train_and_score(cfg, pool, idx, sets, path, device, progress) -> dict:
+    train_set, val_set = sets["train"], sets["val"]
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    train_set = structures.subset(train_idx)
-    pool = split.train_order[np.isfinite(structures.energy[split.train_order])]
-    model = _build(cfg, structures, train_set,
-                   structures.subset(pool) if cfg.reference == "pool" else train_set)
+    model = _build(cfg, train_set, sets.get("reference", train_set))
     scales = Scales.from_training(train_set, float(getattr(model, "energy_scale", 1.0)))
     if hasattr(model, "set_output_scales"):
         model.set_output_scales(forces=scales.sigma["forces"], stress=scales.sigma["stress"])
-    reference = eval_scales(structures.subset(split.val), cfg)
-    graphs = graph.build(structures, model.cutoff, cache_dir=data_dir() / "graphs",
-                         key=Path(path).stem)
-    pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
+    reference = eval_scales(val_set, cfg)
+    graphs = {name: GraphSet(pool, idx[name], model.cutoff, cache_dir=data_dir() / "graphs",
+                             spectrum_grid=train_set.spectrum_grid, keep=not cfg.num_workers,
+                             structures=sets[name])
+              for name in ("train", "val", "test")}
     state = _state_path(cfg) if cfg.resume and cfg.record_dir else None
-    result = train(model, pick(train_idx), pick(split.val), scales, cfg, progress=progress,
+    result = train(model, graphs["train"], graphs["val"], scales, cfg, progress=progress,
                    checkpoint=state, eval_scales=reference)
     terms = table(cfg.targets)
     if distributed.rank() != 0:  # the other ranks only helped train; rank 0 scores and writes
@@ -161,10 +174,10 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
                 "rank": distributed.rank()}
     metrics = {}
     if result.status == "ok":
-        metrics.update(evaluate(model, pick(split.val), reference, terms, cfg, "val", device))
-        metrics.update(evaluate(model, pick(split.test), reference, terms, cfg, "test", device))
+        metrics.update(evaluate(model, graphs["val"], reference, terms, cfg, "val", device))
+        metrics.update(evaluate(model, graphs["test"], reference, terms, cfg, "test", device))
         if "val/forces_mae" in metrics:  # the baseline a force model must beat: predict zero
-            metrics["val/forces_mae_zero"] = zero_force_mae(structures.subset(split.val))
+            metrics["val/forces_mae_zero"] = zero_force_mae(val_set)
         _save_checkpoint(cfg, model)
     return {
         **_header(cfg, path), **count_params(model), "status": result.status,
@@ -187,23 +200,27 @@ def _train_and_score(cfg, structures, split, train_idx, path, device, progress) 
     }
 
 
-def _build(cfg: CellConfig, structures, train_set, reference_set):
+def _build(cfg: CellConfig, train_set, reference_set):
     """The model of ``cfg``, with its output scales fitted to the training set and a potential's
     per-element reference energies to ``reference_set``: the training set, or with
-    ``reference="pool"`` every structure outside the validation and test sets. The second is
-    fairchem's practice (linear element references fitted once on the whole training data, so
-    that a model learns only what they leave), and matters where a pool has many elements: on
-    59 elements a D = 32 subset leaves most elements unseen, and their missing references
-    (several eV per atom) swamp everything else the model learns (measured on the ``chgnet``
-    kind: validation energy MAE 2.6 eV/atom, forces no better than predicting zero)."""
+    ``reference="pool"`` every structure outside the validation and test sets (those with an
+    energy). The second is fairchem's practice (linear element references fitted once on the
+    whole training data, so that a model learns only what they leave), and matters where a pool
+    has many elements: on 59 elements a D = 32 subset leaves most elements unseen, and their
+    missing references (several eV per atom) swamp everything else the model learns (measured on
+    the ``chgnet`` kind: validation energy MAE 2.6 eV/atom, forces no better than predicting
+    zero)."""
     if task(cfg.model) == "spectral":
-        if not structures.has_spectra:
+        if not train_set.has_spectra:
             raise ValueError(f"model {cfg.model!r} predicts spectra, but the dataset has none "
                              f"(use dataset='emt-vdos' or a file with spectra)")
-        model = build_model(cfg.model, cfg.size, n_grid=structures.spectrum.shape[1])
+        model = build_model(cfg.model, cfg.size, n_grid=train_set.spectrum.shape[1])
         model.fit_targets(train_set.spectrum, train_set.scalar)
         return model
     model = build_model(cfg.model, cfg.size)
+    known = np.flatnonzero(np.isfinite(reference_set.energy))
+    if len(known) < len(reference_set):
+        reference_set = reference_set.subset(known)
     model.fit_reference(reference_set.numbers, reference_set.n_atoms, reference_set.energy)
     return model
 

@@ -63,6 +63,7 @@ class CellConfig:
     threads: int = 0                # torch CPU threads; 0: auto, the idle cores (msl.threads.auto_threads)
     resume: int = 1                 # 1: save the training state at each validation and resume a cut-off run
     nproc_per_node: int = 1         # processes (ranks) training the cell together, one per GPU (msl.distributed)
+    num_workers: int = 0            # DataLoader processes that read structures and build graphs; 0: none
 
     def __post_init__(self):
         validate(self)
@@ -83,7 +84,10 @@ REFERENCES = ("train", "pool")  # where a potential's per-element reference ener
 _HASHED_IF_SET = {"max_steps": 0, "eval_every": 0, "schedule": "cosine", "warmup_steps": 0,
                   "cooldown_frac": 0.2, "lr_decay": 0.3, "reference": "train"}
 # fields that say where results go rather than what is computed; they do not enter the cell id
-_NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume", "nproc_per_node")
+_NOT_HASHED = ("study", "cell_id", "record_dir", "threads", "resume", "nproc_per_node",
+               "num_workers")
+# num_workers only moves the reading and graph building into DataLoader processes: the batches
+# and every number stay those of num_workers = 0 (msl.data.stream; tested bit for bit)
 # nproc_per_node says how the work is spread: the processes of a cell split each global batch of
 # `batch_size` and train on exactly the one-process run's batches, loss and gradients, summed in
 # another order (msl.distributed), so like `threads` it moves results by float32 round-off only
@@ -143,7 +147,7 @@ def validate(cfg: CellConfig) -> None:
         if not 0 <= getattr(cfg, key) <= 1:
             raise ValueError(f"{key} must lie in [0, 1], got {getattr(cfg, key)!r}")
     for key in ("weight_decay", "grad_clip", "patience", "threads", "min_steps", "lr_gamma",
-                "lr_ref_params"):
+                "lr_ref_params", "num_workers"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"{key} must not be negative, got {getattr(cfg, key)!r}")
     if cfg.lr_gamma and not cfg.lr_ref_params:

@@ -74,10 +74,13 @@ def build(structures: Structures, cutoff: float, cache_dir: str | os.PathLike | 
         shift = np.concatenate([s for _, s in lists]) if lists else np.zeros((0, 3))
         if cached is not None:
             _save(cached, edge_index, shift, n_edges)
-    return _to_data(structures, edge_index, shift, n_edges)
+    return to_data(structures, edge_index, shift, n_edges)
 
 
-def _to_data(structures: Structures, edge_index, shift, n_edges) -> list[Data]:
+def to_data(structures: Structures, edge_index, shift, n_edges) -> list[Data]:
+    """One :class:`Data` per structure from neighbour lists computed elsewhere (by :func:`edges`,
+    concatenated in structure order, ``n_edges`` [n_structures] of them each; :func:`build`, or a
+    cache such as :mod:`msl.data.stream`'s)."""
     atom_off, edge_off = structures.atom_offsets, np.concatenate([[0], np.cumsum(n_edges)])
     z = torch.as_tensor(structures.numbers, dtype=torch.long)
     pos = torch.as_tensor(structures.positions, dtype=torch.float32)

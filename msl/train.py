@@ -198,7 +198,8 @@ def evaluate(model, graphs, scales, terms, cfg: CellConfig, prefix: str, device)
     """Metrics over ``graphs``: the table's loss and the MAE of every output (msl.targets)."""
     model.eval()
     metrics = targets.Metrics(prefix)
-    for batch in DataLoader(graphs, batch_size=max(cfg.batch_size, 32), shuffle=False):
+    for batch in DataLoader(graphs, batch_size=max(cfg.batch_size, 32), shuffle=False,
+                            num_workers=cfg.num_workers):
         batch = batch.to(device)
         with _autocast(device, cfg.precision):
             out = model(batch)
@@ -223,7 +224,8 @@ def train(model, train_graphs, val_graphs, scales, cfg: CellConfig, progress: bo
     # (same sampler, same order, tested equal), collated in half the time
     loader = torch.utils.data.DataLoader(train_graphs, batch_size=cfg.batch_size, shuffle=True,
                                          generator=generator, collate_fn=graph.collate,
-                                         drop_last=len(train_graphs) > cfg.batch_size)
+                                         drop_last=len(train_graphs) > cfg.batch_size,
+                                         num_workers=cfg.num_workers)
     p = plan(cfg, len(loader))
     loader = distributed.shard(loader)  # ranks: each takes its part of every global batch
     result, phase = TrainResult(status="ok"), Phase()

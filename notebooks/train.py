@@ -57,6 +57,7 @@ device = "cpu"  # cpu | cuda | cuda:N | auto
 threads = 0  # torch CPU threads; 0: auto, the idle cores (msl.threads.auto_threads)
 resume = 1  # 1: save the training state at each validation and resume a cut-off run
 nproc_per_node = 1  # processes (ranks) training the cell together, one per GPU (msl.distributed)
+num_workers = 0  # DataLoader processes that read structures and build graphs; 0: none
 
 # %%
 from msl import cell, config, plot, report

@@ -5,15 +5,17 @@
 (``kind="emt-vdos"`` adds a vibrational spectrum and a scalar, computed by
 :mod:`msl.data.spectra`), CHGNet-labelled crystal prototypes with ``kind="chgnet"``
 (:mod:`msl.data.chgnet`; :mod:`msl.data.store` writes and caches every kind); ``read`` loads
-any supported file into ``Structures``; ``split`` fixes validation/test sets and nested training
-subsets.
+any supported file into ``Structures``; ``open_pool`` opens one by index and reads only the
+structures asked for (:mod:`msl.data.pool`; graphs built on the fly: :mod:`msl.data.stream`,
+which imports torch); ``split`` fixes validation/test sets and nested training subsets.
 """
 
 from msl.data import spectra
 from msl.data.generate import KINDS, embedded, generate
+from msl.data.pool import Pool, open_pool
 from msl.data.read import read
 from msl.data.structures import GPA_PER_EV_A3, Structures
 from msl.data.subsets import Split, split
 
-__all__ = ["Structures", "GPA_PER_EV_A3", "read", "embedded", "generate", "KINDS", "split", "Split",
-           "spectra"]
+__all__ = ["Structures", "GPA_PER_EV_A3", "read", "open_pool", "Pool", "embedded", "generate",
+           "KINDS", "split", "Split", "spectra"]

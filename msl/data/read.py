@@ -210,32 +210,33 @@ def _info_array(atoms, key: str, i: int) -> np.ndarray:
     return value
 
 
-def _spectra(atoms_list) -> dict:
-    """``spectrum``, ``spectrum_grid`` and ``scalar`` from ``atoms.info`` (module docstring)."""
+def _spectra(atoms_list, ids) -> dict:
+    """``spectrum``, ``spectrum_grid`` and ``scalar`` from ``atoms.info`` (module docstring);
+    errors name structure ``i`` as ``ids[i]``."""
     n = len(atoms_list)
     rows, grid, first, scalar = {}, None, None, np.full(n, np.nan)
     for i, atoms in enumerate(atoms_list):
-        info = atoms.info
+        info, name = atoms.info, ids[i]
         if "scalar" in info:
             try:
                 scalar[i] = float(info["scalar"])
             except (TypeError, ValueError) as e:
-                raise ValueError(f"structure {i}: atoms.info['scalar'] = {info['scalar']!r} is "
+                raise ValueError(f"structure {name}: atoms.info['scalar'] = {info['scalar']!r} is "
                                  "not a number") from e
         if "spectrum" not in info and "spectrum_grid" not in info:
             continue
         for key, other in (("spectrum", "spectrum_grid"), ("spectrum_grid", "spectrum")):
             if key not in info:
-                raise ValueError(f"structure {i} has atoms.info[{other!r}] but no "
+                raise ValueError(f"structure {name} has atoms.info[{other!r}] but no "
                                  f"atoms.info[{key!r}]")
-        spectrum, g = _info_array(atoms, "spectrum", i), _info_array(atoms, "spectrum_grid", i)
+        spectrum, g = _info_array(atoms, "spectrum", name), _info_array(atoms, "spectrum_grid", name)
         if spectrum.shape != g.shape:
-            raise ValueError(f"structure {i}: spectrum has {len(spectrum)} values but its "
+            raise ValueError(f"structure {name}: spectrum has {len(spectrum)} values but its "
                              f"spectrum_grid has {len(g)} points")
         if grid is None:
-            grid, first = g, i
+            grid, first = g, name
         elif not _same_grid(g, grid):
-            raise ValueError(f"structure {i} has a spectrum_grid ({len(g)} points, {g[0]:g} to "
+            raise ValueError(f"structure {name} has a spectrum_grid ({len(g)} points, {g[0]:g} to "
                              f"{g[-1]:g}) that differs from structure {first}'s ({len(grid)} "
                              f"points, {grid[0]:g} to {grid[-1]:g}); all spectra need one grid")
         rows[i] = spectrum
@@ -248,13 +249,16 @@ def _spectra(atoms_list) -> dict:
     return out
 
 
-def from_atoms(atoms_list) -> Structures:
+def from_atoms(atoms_list, ids=None) -> Structures:
     """Pack ``ase.Atoms`` (labels from their calculators; NaN where missing) into Structures.
 
     Spectra and scalars come from ``atoms.info`` (keys in the module docstring). A label that is
-    given must be finite, else ``ValueError`` naming the structure (:func:`_check_finite`).
+    given must be finite, else ``ValueError`` naming the structure (:func:`_check_finite`): as
+    ``ids[i]`` where given (a subset read by :mod:`msl.data.pool` names its pool indices), else
+    by its position ``i`` in ``atoms_list``.
     """
     n = len(atoms_list)
+    ids = range(n) if ids is None else [int(i) for i in ids]
     energy = np.full(n, np.nan)
     stress = np.full((n, 3, 3), np.nan)
     forces = []
@@ -276,13 +280,13 @@ def from_atoms(atoms_list) -> Structures:
         cells=np.stack([a.cell[:] for a in atoms_list]),
         pbc=np.stack([a.pbc for a in atoms_list]),
         n_atoms=[len(a) for a in atoms_list], energy=energy,
-        forces=np.concatenate(forces), stress=stress, **_spectra(atoms_list),
+        forces=np.concatenate(forces), stress=stress, **_spectra(atoms_list, ids),
     )
-    _check_finite(data, given)
+    _check_finite(data, given, ids)
     return data
 
 
-def _check_finite(data: Structures, given: dict) -> None:
+def _check_finite(data: Structures, given: dict, ids) -> None:
     """Every label a structure carries (``given[label][i]``) must be finite: a missing label is
     NaN, so NaN in a file would pass for missing, and NaN or inf would poison the fitted scales
     and reference energies. ``ValueError`` names the first bad structure, its label and value."""
@@ -307,7 +311,7 @@ def _check_finite(data: Structures, given: dict) -> None:
         row = np.atleast_1d(rows[name][first])
     where = tuple(np.argwhere(~np.isfinite(row))[0])
     at = {"forces": f" (atom {where[0]})", "spectrum": f" (grid point {where[0]})"}.get(name, "")
-    raise ValueError(f"structure {first} has {name} {row[where]:g}{at}; a label must be finite "
+    raise ValueError(f"structure {ids[first]} has {name} {row[where]:g}{at}; a label must be finite "
                      "(leave it out of the file where it is unknown)")
 
 

@@ -71,3 +71,18 @@ def test_group_larger_than_val_trains():
 def test_groups_must_match_pool():
     with pytest.raises(ValueError, match="one label per structure"):
         split(10, 2, 2, groups=["a"] * 9)
+
+
+@pytest.mark.parametrize("n_pool, n_val, n_test", [(5, 1, 1), (300, 50, 50), (100_003, 100, 100)])
+def test_split_draws_what_numpy_permutations_draw(n_pool, n_val, n_test):
+    """The split as first written (int64 permutations): the int32, in-place version gives the
+    same indices, so every cell keeps its sets."""
+    for seed, split_seed in ((0, 0), (3, 1)):
+        perm = np.random.default_rng(np.random.SeedSequence([split_seed, 0x5717])).permutation(n_pool)
+        rest = np.sort(perm[n_val + n_test:])
+        order = np.random.default_rng(np.random.SeedSequence([seed, 0x7A19])).permutation(rest)
+        s = split(n_pool, n_val, n_test, seed=seed, split_seed=split_seed)
+        np.testing.assert_array_equal(s.val, np.sort(perm[:n_val]))
+        np.testing.assert_array_equal(s.test, np.sort(perm[n_val:n_val + n_test]))
+        np.testing.assert_array_equal(s.train_order, order)
+        assert s.train_order.dtype == np.int64
