@@ -131,8 +131,8 @@ def run(cfg: CellConfig, progress: bool = True) -> dict:
     # the cell keeps its own indices only: the training order holds every pool index (8 bytes a
     # structure, 0.9 GB for OMat24's 1.1e8), freed here rather than held through training
     idx = {"train": split.train(cfg.n_train).copy(), "val": split.val, "test": split.test}
-    if cfg.reference == "pool":  # every structure outside val and test: a pool-sized read, so
-        idx["reference"] = np.sort(split.train_order)  # memory then grows with the pool
+    if cfg.reference == "pool":  # every structure outside val and test, in the training order
+        idx["reference"] = split.train_order.copy()  # (a pool-sized read: memory grows with it)
     del split
     sets = {name: pool.read(idx[name]) for name in idx}  # a bad label in any stops the run now
     check_labels(cfg, sets["train"], idx["train"], path)
