@@ -283,6 +283,19 @@ class Report:
             return "no convergence checks in this grid"
         return self.checks.round({"val/loss": 4, "val/loss (2x)": 4, "relative change": 3})
 
+    def show_fits(self) -> None:
+        """Print the points each fit left out (with the reason), then each law's predictions of
+        its scan's two largest converged points (:func:`predictions`), as a chapter shows them."""
+        from IPython.display import display
+
+        for name, (pts, _, _) in self.fitted.items():
+            print(f"{name}: left out: {not_converged(pts)}")
+        for name, (pts, _, _) in self.fitted.items():
+            table, reason = predictions(pts)
+            print(f"predictions of {name}: {reason}" if reason else f"predictions of {name}:")
+            if not table.empty:
+                display(shown_predictions(table))
+
     def x_labels(self, labels: dict) -> dict:
         """Axis label of every fitted scan, from ``labels`` keyed by the fit's x (n_train, n_params)."""
         return {name: labels[AXIS_X[self.grid.axis(name)]] for name in self.fitted}

@@ -42,7 +42,6 @@ study_dir = "../tests/fixtures/chgnet"  # folder holding grid.yaml and records/
 emt_dir = "../tests/fixtures/study"  # the same scans on EMT labels, for the comparison
 
 # %% tags=["hide-input"]
-from IPython.display import display
 from myst_nb import glue
 
 from msl import analysis, convergence, grid as grids, published, tuning
@@ -90,21 +89,13 @@ tuning.section(report.frame, study)
 _ = training.fits_figure(report.fitted, report.x_labels(analysis.X_LABEL), width=5, per_row=2)
 convergence.fit_table(report.fitted)
 
-# %% tags=["hide-input"]
-for name, (pts, result, why) in report.fitted.items():
-    print(f"{name}: left out: {convergence.not_converged(pts)}")
-
 # %% [markdown]
-# ## Predicted before measured
-# Each law fitted again without the two largest converged points of its scan predicts them, with
-# a 95% interval from the fit's covariance.
+# Below: the points each fit left out, with the reason; then each law fitted again without the
+# two largest converged points of its scan predicts them, with a 95% interval from the fit's
+# covariance (predicted before measured: the study's own test of whether its laws extrapolate).
 
 # %% tags=["hide-input"]
-for name, (pts, result, why) in report.fitted.items():
-    table, reason = convergence.predictions(pts)
-    print(f"{name}: {reason}" if reason else f"{name}:")
-    if not table.empty:
-        display(convergence.shown_predictions(table))
+report.show_fits()
 
 # %% [markdown]
 # ## CHGNet labels beside EMT labels and the published exponents
