@@ -81,8 +81,10 @@ def analyse(grid_path: str) -> Path:
     _execute(resolve(DATA_NOTEBOOK), grid.study_dir / "data.ipynb",
              {"data_path": first["data_path"], "dataset": first["dataset"],
               "pool_size": first["pool_size"], "data_seed": first["data_seed"]})
-    return _execute(resolve(grid.analysis, grid), grid.study_dir / "analysis.ipynb",
-                    {"study_dir": str(grid.study_dir.resolve())})
+    chapter = {"study_dir": str(grid.study_dir.resolve())}
+    if grid.compare is not None:  # the study the chapter compares with (grid key `compare`)
+        chapter["compare_dir"] = str(grid.compare)
+    return _execute(resolve(grid.analysis, grid), grid.study_dir / "analysis.ipynb", chapter)
 
 
 def _execute(notebook: str | Path, out: Path, parameters: dict) -> Path:

@@ -6,6 +6,8 @@ Format (every key below is checked; anything else is an error)::
     description: one line          # optional
     notebook: notebooks/train.ipynb  # optional; the template papermill runs per cell
     analysis: notebooks/analysis.ipynb  # optional; the chapter `msl analyse` executes
+    compare: ../default            # optional; another study the chapter compares with (its
+                                   # folder, relative to this file's), passed as `compare_dir`
     fixed:                         # parameters shared by every cell
       epochs: 40
     slurm:                         # optional: `msl sweep --executor slurm` options (msl.slurm)
@@ -40,7 +42,7 @@ import yaml
 
 from msl.config import CellConfig, from_dict
 
-TOP_KEYS = {"study", "description", "notebook", "analysis", "fixed", "scans", "slurm"}
+TOP_KEYS = {"study", "description", "notebook", "analysis", "compare", "fixed", "scans", "slurm"}
 SCAN_KEYS = {"axis", "budget_check", "end_seeds"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_ANALYSIS = "notebooks/analysis.ipynb"
@@ -56,6 +58,7 @@ class Grid:
     fixed: dict = field(default_factory=dict)
     scans: dict = field(default_factory=dict)
     slurm: dict = field(default_factory=dict)   # options of `msl sweep --executor slurm`
+    compare: Path | None = None                 # the study the chapter compares with
 
     @property
     def record_dir(self) -> Path:
@@ -115,7 +118,19 @@ def load(path: str | Path) -> Grid:
                 notebook=spec.get("notebook", DEFAULT_NOTEBOOK),
                 analysis=spec.get("analysis", DEFAULT_ANALYSIS),
                 description=spec.get("description", ""), fixed=spec.get("fixed") or {},
-                scans=scans, slurm=_check_slurm(path, spec.get("slurm")))
+                scans=scans, slurm=_check_slurm(path, spec.get("slurm")),
+                compare=_check_compare(path, spec.get("compare")))
+
+
+def _check_compare(path, folder) -> Path | None:
+    """The ``compare:`` study's folder (relative to the grid file's), which must hold a grid."""
+    if folder is None:
+        return None
+    found = (path.parent / str(folder)).resolve()
+    if not (found / "grid.yaml").exists():
+        raise ValueError(f"{path}: compare: {folder!r} is not a study folder ({found} holds no "
+                         f"grid.yaml)")
+    return found
 
 
 def _check_slurm(path, block) -> dict:

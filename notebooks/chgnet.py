@@ -39,7 +39,7 @@
 
 # %% tags=["parameters"]
 study_dir = "../tests/fixtures/chgnet"  # folder holding grid.yaml and records/
-emt_dir = "../tests/fixtures/study"  # the same scans on EMT labels, for the comparison
+compare_dir = "../tests/fixtures/study"  # the same scans on EMT labels (grid key `compare`)
 
 # %% tags=["hide-input"]
 from myst_nb import glue
@@ -105,7 +105,7 @@ report.show_fits()
 # potentials.
 
 # %% tags=["hide-input"]
-emt = convergence.report(grids.load(emt_dir))
+emt = convergence.report(grids.load(compare_dir))
 exps = convergence.exponent_table(
     {"OptiMetal2B on CHGNet labels (this chapter)": report,
      "OptiMetal2B on EMT labels (default study)": emt},

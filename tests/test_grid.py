@@ -82,3 +82,17 @@ def test_end_seeds_must_be_seeds(tmp_path):
         "scans:\n  data: {axis: n_train, n_train: [16, 32], end_seeds: 3}\n")
     with pytest.raises(ValueError, match="end_seeds=3"):
         grid.load(tmp_path)
+
+
+def test_compare_names_a_study_folder_or_stops(tmp_path):
+    from msl import grid as grids
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "grid.yaml").write_text("scans: {data: {axis: n_train, n_train: [8, 16]}}\n")
+    (tmp_path / "this").mkdir()
+    spec = "compare: {}\nscans: {{data: {{axis: n_train, n_train: [8, 16]}}}}\n"
+    (tmp_path / "this" / "grid.yaml").write_text(spec.format("../other"))
+    assert grids.load(tmp_path / "this").compare == (tmp_path / "other").resolve()
+    (tmp_path / "this" / "grid.yaml").write_text(spec.format("../missing"))
+    with pytest.raises(ValueError, match="compare: '../missing' is not a study folder"):
+        grids.load(tmp_path / "this")
