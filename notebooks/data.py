@@ -51,6 +51,9 @@ pd.Series(data_plots.summary(structures), name="value").to_frame()
 made = store.provenance(path)
 pd.Series(made, name="value").to_frame() if made else print("a real dataset: no generation record")
 
+# %% tags=["hide-input", "nbval-ignore-output"]
+print(store.generation_time(path) or "")
+
 # %% tags=["hide-input"]
 _ = data_plots.overview(structures)
 

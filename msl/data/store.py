@@ -177,22 +177,36 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def provenance(path) -> dict | None:
-    """How a generated file was made, from its sidecar ``<path>.json``: kind, structures,
-    candidates, rejections per filter, acceptance, workers, wall time (s), structures per second,
-    and for the ``chgnet`` kind the number of distinct elements; None for a file without a
-    sidecar (a real dataset)."""
-    try:
-        meta = json.loads(Path(f"{path}.json").read_text())
-    except (OSError, ValueError):
+    """What a generated file holds and how it was filtered, from its sidecar ``<path>.json``:
+    kind, structures, atoms, candidates, rejections per filter, acceptance, and for the
+    ``chgnet`` kind the number of distinct elements; None for a file without a sidecar (a real
+    dataset). The same on every machine (:func:`generation_time` says how long it took)."""
+    meta = _sidecar(path)
+    if meta is None:
         return None
     out = {"kind": meta["settings"].get("kind"), "structures": meta["n_structures"],
            "atoms": meta["n_atoms_total"], "candidates": meta["n_candidates"],
            **{f"rejected ({name})": n for name, n in meta["rejected"].items()},
-           "acceptance": round(meta["acceptance"], 3), "workers": meta["workers"],
-           "wall time (s)": meta["wall_s"], "structures per second": meta["structures_per_s"]}
+           "acceptance": round(meta["acceptance"], 3)}
     if "composition" in meta:
         out["distinct elements"] = meta["composition"]["n_elements"]
     return out
+
+
+def generation_time(path) -> str | None:
+    """How long generating ``path`` took, from its sidecar (a sentence); None without one."""
+    meta = _sidecar(path)
+    if meta is None:
+        return None
+    return (f"generated in {meta['wall_s']:.1f} s on {meta['workers']} worker(s) "
+            f"({meta['structures_per_s']:.2f} structures/s) on the machine that made it")
+
+
+def _sidecar(path) -> dict | None:
+    try:
+        return json.loads(Path(f"{path}.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def sidecar_matches(path, settings: dict) -> bool:
