@@ -211,11 +211,10 @@ def _sidecar(path) -> dict | None:
 
 def sidecar_matches(path, settings: dict) -> bool:
     """True if ``path`` and its sidecar exist, the settings agree and the file size is as written."""
-    path, side = Path(path), Path(f"{path}.json")
+    meta = _sidecar(path)
     try:
-        meta = json.loads(side.read_text())
-        return meta["settings"] == settings and meta["file_bytes"] == path.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError):
+        return meta["settings"] == settings and meta["file_bytes"] == Path(path).stat().st_size
+    except (OSError, KeyError, TypeError):  # no sidecar (None), or a file or key missing
         return False
 
 

@@ -154,3 +154,19 @@ def test_bad_arguments(tmp_path, kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         generate(tmp_path / "x.aselmdb", progress=False, **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_provenance_reads_the_sidecar_and_is_none_for_a_real_file(tiny_pool, tmp_path):
+    from pathlib import Path
+
+    from msl.data import store
+
+    meta = json.loads(Path(f"{tiny_pool}.json").read_text())
+    made = store.provenance(tiny_pool)
+    assert made["kind"] == "emt" and made["structures"] == 120 == meta["n_structures"]
+    assert made["candidates"] == meta["n_candidates"] >= 120
+    assert made["rejected (distance)"] + made["rejected (force)"] == made["candidates"] - 120
+    assert "distinct elements" not in made and "wall_s" not in str(made)
+    assert f"{meta['wall_s']:.1f} s on {meta['workers']} worker(s)" in store.generation_time(tiny_pool)
+    assert store.provenance(tmp_path / "real.extxyz") is None
+    assert store.generation_time(tmp_path / "real.extxyz") is None
